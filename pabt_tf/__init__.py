@@ -1,0 +1,13 @@
+"""pabt_tf: Pruning as a Binarization Technique (PaBT) for Keras/Larq.
+
+Importing this package makes `tf.keras` Keras 2 (see `pabt_tf._env`).
+"""
+
+from pabt_tf._env import ensure_keras2 as _ensure_keras2
+
+_ensure_keras2()
+
+from pabt_tf import layers, quantizers  # noqa: E402
+from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers  # noqa: E402
+
+__version__ = "0.1.0"
