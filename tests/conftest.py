@@ -1,0 +1,28 @@
+"""Shared test fixtures. Tests run on the real stack: TensorFlow, Larq, LCE, and the
+Fashion-MNIST IDX files of Debian's `dataset-fashion-mnist`."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pabt_tf  # noqa: E402,F401  (sets up Keras 2 before TensorFlow is imported)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pabt_tf.data import load_fashion_mnist  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def fmnist_small():
+    """A small real Fashion-MNIST subset: (x_train, y_train, x_test, y_test)."""
+    x_train, y_train = load_fashion_mnist("train", limit=4096)
+    x_test, y_test = load_fashion_mnist("test", limit=1024)
+    return x_train, y_train, x_test, y_test
