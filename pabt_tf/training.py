@@ -1,0 +1,289 @@
+"""`PaBTModel`: a Keras model whose `train_step` accumulates binary-convolution importance.
+
+Each training step updates, for every binary convolution `(m, n)` of every PaBT layer
+(DESIGN.md §1.2),
+
+\\[
+I_{mn} \\leftarrow \\rho\\, I_{mn} + (1 - \\rho)\\, s_{mn},\\qquad
+s_{mn} = |g_{mn}\\, \\partial L / \\partial g_{mn}|\\ \\text{("taylor")}
+\\ \\text{or its square ("taylor\\_squared")}
+\\]
+
+with `g` the layer's gate. The gate gradients are the ones the step already computes for
+the optimizer: there is no second backward pass. Under `tf.distribute` they are summed
+across replicas first (Keras scales each replica's loss by the global batch size, so the
+sum is the global gradient), hence every replica holds the same importances. A step whose
+gate gradients are not all finite leaves the importances unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable, Sequence
+
+import tensorflow as tf
+from tf_keras.src.engine import data_adapter, functional
+
+from pabt_tf.layers import PaBTLayer, pabt_layers
+
+__all__ = ["CRITERIA", "PaBTModel", "importance_scores", "update_importance"]
+
+CRITERIA = ("taylor", "taylor_squared")
+
+
+def _check_criterion(criterion: Any) -> str:
+    if criterion not in CRITERIA:
+        raise ValueError(f"`criterion` must be one of {CRITERIA}, got {criterion!r}.")
+    return criterion
+
+
+def _check_momentum(momentum: Any) -> float:
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
+        raise ValueError(
+            f"`importance_momentum` must be a float in [0, 1), got {momentum!r}."
+        )
+    momentum = float(momentum)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(
+            f"`importance_momentum` must be a float in [0, 1), got {momentum!r}."
+        )
+    return momentum
+
+
+def importance_scores(gate: tf.Tensor, gate_grad: tf.Tensor, criterion: str = "taylor") -> tf.Tensor:
+    """One step's importance score of each binary convolution.
+
+    # Arguments
+        gate: the layer's gate values, shape `(M, N)`.
+        gate_grad: `∂L/∂gate` (the global, cross-replica gradient), shape `(M, N)`.
+        criterion: `"taylor"`: `|gate · ∂L/∂gate|`; `"taylor_squared"`: its square.
+
+    # Returns
+        A float tensor of shape `(M, N)`.
+    """
+    _check_criterion(criterion)
+    taylor = tf.convert_to_tensor(gate) * tf.convert_to_tensor(gate_grad)
+    return tf.abs(taylor) if criterion == "taylor" else tf.square(taylor)
+
+
+def _all_reduce_sum(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Sum over replicas in a replica context (identity without a distribution)."""
+    if not tensors or not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return tensors
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync <= 1:
+        return tensors
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def update_importance(
+    layers: Sequence[PaBTLayer] | tf.keras.Model,
+    grads_and_vars: Iterable[tuple[Any, tf.Variable]],
+    criterion: str = "taylor",
+    momentum: float = 0.9,
+    all_reduce: bool = True,
+) -> tf.Tensor:
+    """Accumulate the importance of the binary convolutions from a step's gradients.
+
+    For use in custom training loops; `PaBTModel.train_step` calls it. Call it in the
+    replica context (inside `strategy.run`), with the per-replica gradients of a loss
+    scaled by the global batch size, as Keras does.
+
+    # Arguments
+        layers: PaBT layers, or a model containing them.
+        grads_and_vars: the step's `(gradient, variable)` pairs (unscaled gradients).
+            Layers whose gate has no gradient here are left unchanged.
+        criterion: `"taylor"` or `"taylor_squared"`.
+        momentum: `ρ` in `[0, 1)`.
+        all_reduce: sum the gate gradients across replicas first.
+
+    # Returns
+        A boolean scalar tensor: whether the update was applied (all gate gradients
+        finite).
+
+    # Raises
+        ValueError: on an invalid `criterion` or `momentum`.
+    """
+    _check_criterion(criterion)
+    momentum = _check_momentum(momentum)
+    if isinstance(layers, tf.keras.Model):
+        layers = pabt_layers(layers)
+    by_id = {id(v): g for g, v in grads_and_vars}
+    pairs = []
+    for layer in layers:
+        grad = by_id.get(id(layer.gate))
+        if grad is None:
+            continue
+        if isinstance(grad, tf.IndexedSlices):
+            grad = tf.convert_to_tensor(grad)
+        pairs.append((layer, tf.cast(grad, layer.importance_variable.dtype)))
+    if not pairs:
+        return tf.constant(True)
+    grads = [g for _, g in pairs]
+    if all_reduce:
+        grads = _all_reduce_sum(grads)
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+    for (layer, _), grad in zip(pairs, grads):
+        gate = tf.cast(tf.convert_to_tensor(layer.gate), grad.dtype)
+        score = importance_scores(gate, grad, criterion)
+        old = tf.convert_to_tensor(layer.importance_variable)
+        new = momentum * old + (1.0 - momentum) * score
+        # tf.where, not tf.cond: an assignment inside a cond branch of a replica
+        # function would need a merge_call.
+        layer.importance_variable.assign(tf.where(finite, new, old))
+    return finite
+
+
+@tf.keras.utils.register_keras_serializable(package="pabt_tf")
+class PaBTModel(tf.keras.Model):
+    """A functional Keras model whose `train_step` accumulates PaBT importances.
+
+    Use it like `tf.keras.Model(inputs, outputs)`; `compile`, `fit`, `evaluate`,
+    `predict`, sample weights, `run_eagerly`, any optimizer (including Larq's
+    `CaseOptimizer` with `Bop`) and `tf.distribute` strategies work as usual. Each
+    training step additionally updates every PaBT layer's `importance_variable`
+    from the gate gradients it computes anyway (see the module docstring).
+
+    ```python
+    inputs = tf.keras.Input((28, 28, 1))
+    x = tf.keras.layers.Conv2D(16, 3)(inputs)
+    x = pabt.layers.PaBTConv2D(32, 3, padding="same")(x)
+    outputs = tf.keras.layers.Dense(10)(tf.keras.layers.GlobalAveragePooling2D()(x))
+    model = pabt.PaBTModel(inputs, outputs, criterion="taylor", importance_momentum=0.9)
+    ```
+
+    # Arguments
+        inputs, outputs, name, trainable: as for a functional `tf.keras.Model`.
+        criterion: `"taylor"` (`|gate·∂L/∂gate|`, default) or `"taylor_squared"`
+            (its square).
+        importance_momentum: `ρ` in `[0, 1)`, the exponential moving average's momentum.
+
+    # Raises
+        ValueError: on an invalid `criterion` or `importance_momentum`.
+    """
+
+    def __init__(
+        self,
+        inputs=None,
+        outputs=None,
+        name: str | None = None,
+        trainable: bool = True,
+        criterion: str = "taylor",
+        importance_momentum: float = 0.9,
+        **kwargs,
+    ):
+        criterion = _check_criterion(criterion)
+        importance_momentum = _check_momentum(importance_momentum)
+        if inputs is None or outputs is None:
+            raise ValueError(
+                "PaBTModel is a functional model: pass `inputs` and `outputs` "
+                "(or wrap a functional model with `PaBTModel.from_functional`)."
+            )
+        super().__init__(inputs=inputs, outputs=outputs, name=name, trainable=trainable, **kwargs)
+        self.criterion = criterion
+        self.importance_momentum = importance_momentum
+        self._create_nonfinite_counter()
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _create_nonfinite_counter(self):
+        # Not a model weight (not tracked, not checkpointed): only a diagnostic.
+        self.nonfinite_importance_steps = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="nonfinite_importance_steps",
+            synchronization=tf.VariableSynchronization.ON_WRITE,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    @classmethod
+    def from_functional(cls, model: tf.keras.Model, **kwargs) -> "PaBTModel":
+        """Wrap an existing functional model; the new model shares its layers and weights.
+
+        # Arguments
+            model: a functional `tf.keras.Model` (or `Sequential` with a known input).
+            **kwargs: `criterion`, `importance_momentum`, `name` (default: the model's).
+
+        # Raises
+            ValueError: if `model` is not a functional model with inputs and outputs.
+        """
+        if not isinstance(model, tf.keras.Model) or not getattr(model, "_is_graph_network", False):
+            raise ValueError(
+                f"`model` must be a functional (or built Sequential) tf.keras.Model, got "
+                f"{type(model).__name__}."
+            )
+        kwargs.setdefault("name", model.name)
+        return cls(inputs=model.inputs, outputs=model.outputs, **kwargs)
+
+    # -- training ---------------------------------------------------------------------
+
+    @property
+    def pabt_layers(self) -> list[PaBTLayer]:
+        """The model's PaBT layers in topological order."""
+        return pabt_layers(self)
+
+    def _gradients(self, loss, tape):
+        variables = self.trainable_variables
+        optimizer = self.optimizer
+        if hasattr(optimizer, "_compute_gradients"):  # legacy (OptimizerV2, CaseOptimizer)
+            return optimizer._compute_gradients(loss, variables, tape=tape)
+        return optimizer.compute_gradients(loss, variables, tape=tape)
+
+    def train_step(self, data):
+        x, y, sample_weight = data_adapter.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
+        self._validate_target_and_loss(y, loss)
+        grads_and_vars = list(self._gradients(loss, tape))
+        finite = update_importance(
+            self.pabt_layers, grads_and_vars, self.criterion, self.importance_momentum
+        )
+        self._count_nonfinite(finite)
+        self.optimizer.apply_gradients(grads_and_vars)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _count_nonfinite(self, finite):
+        counter = self.nonfinite_importance_steps
+        first = tf.logical_and(tf.logical_not(finite), tf.equal(counter, 0))
+        tf.cond(
+            first,
+            lambda: tf.print(
+                "WARNING: pabt_tf: non-finite gate gradients; importances not updated "
+                "for this step (warned once; `model.nonfinite_importance_steps` counts "
+                "such steps).",
+                output_stream=sys.stderr,
+            ),
+            tf.no_op,
+        )
+        counter.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+
+    # -- serialization ----------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        config = functional.get_network_config(
+            self, config={"name": self.name, "trainable": self.trainable}
+        )
+        config["criterion"] = self.criterion
+        config["importance_momentum"] = self.importance_momentum
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "PaBTModel":
+        config = dict(config)
+        criterion = config.pop("criterion", "taylor")
+        momentum = config.pop("importance_momentum", 0.9)
+        from tf_keras.src.saving.legacy import serialization as legacy_serialization
+
+        with legacy_serialization.SharedObjectLoadingScope():
+            inputs, outputs, layers = functional.reconstruct_from_config(config, custom_objects)
+            model = cls(
+                inputs=inputs,
+                outputs=outputs,
+                name=config.get("name"),
+                trainable=config.get("trainable", True),
+                criterion=criterion,
+                importance_momentum=momentum,
+            )
+            functional.connect_ancillary_layers(model, layers)
+        return model
