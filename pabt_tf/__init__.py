@@ -12,5 +12,7 @@ from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers  # noqa
 from pabt_tf.summary import mean_binary_convs  # noqa: E402
 from pabt_tf import training  # noqa: E402
 from pabt_tf.training import PaBTModel  # noqa: E402
+from pabt_tf import callbacks, schedules  # noqa: E402
+from pabt_tf.callbacks import PaBTPruningCallback  # noqa: E402
 
 __version__ = "0.1.0"
