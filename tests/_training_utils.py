@@ -1,0 +1,66 @@
+"""Small models and data shared by the training / callback / resume / distributed tests
+(also imported by the subprocess entry points in this directory)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pabt_tf as pabt  # noqa: E402  (Keras 2 before TensorFlow)
+import larq as lq  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pabt_tf.data import load_fashion_mnist  # noqa: E402
+
+
+def tiny_fmnist_net(
+    latent_weights: bool = True,
+    batch_norm: bool = True,
+    bases: tuple[int, int] = (2, 2),
+    channels: tuple[int, int, int] = (16, 16, 32),
+    model_cls=None,
+    **model_kwargs,
+) -> tf.keras.Model:
+    """Float conv stem -> 2 PaBT convs -> pooling -> dense, for 28x28x1 inputs."""
+    M, N = bases
+    c0, c1, c2 = channels
+    inputs = tf.keras.Input((28, 28, 1))
+    h = tf.keras.layers.Conv2D(c0, 3, strides=2, padding="same", use_bias=not batch_norm)(inputs)
+    if batch_norm:
+        h = tf.keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = pabt.PaBTConv2D(
+        c1, 3, padding="same", weight_bases=M, activation_bases=N, latent_weights=latent_weights
+    )(h)
+    if batch_norm:
+        h = tf.keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = tf.keras.layers.MaxPool2D(2)(h)
+    h = pabt.PaBTConv2D(
+        c2, 3, padding="same", weight_bases=M, activation_bases=N, latent_weights=latent_weights
+    )(h)
+    if batch_norm:
+        h = tf.keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = tf.keras.layers.GlobalAveragePooling2D()(h)
+    outputs = tf.keras.layers.Dense(10)(h)
+    model_cls = pabt.PaBTModel if model_cls is None else model_cls
+    return model_cls(inputs=inputs, outputs=outputs, **model_kwargs)
+
+
+def bop_optimizer(lr: float = 0.01) -> lq.optimizers.CaseOptimizer:
+    """Latent-weight-free training: Bop for the ±1 kernels, Adam for the rest."""
+    return lq.optimizers.CaseOptimizer(
+        (lq.optimizers.Bop.is_binary_variable, lq.optimizers.Bop()),
+        default_optimizer=tf.keras.optimizers.legacy.Adam(lr),
+    )
+
+
+def sparse_ce():
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def fmnist(train_limit: int, test_limit: int = 0):
+    x, y = load_fashion_mnist("train", limit=train_limit)
+    if not test_limit:
+        return x, y
+    xt, yt = load_fashion_mnist("test", limit=test_limit)
+    return x, y, xt, yt
