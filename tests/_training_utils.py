@@ -22,7 +22,7 @@ def tiny_fmnist_net(
     model_cls=None,
     **model_kwargs,
 ) -> tf.keras.Model:
-    """Float conv stem -> 2 PaBT convs -> pooling -> dense, for 28x28x1 inputs."""
+    """Float conv stem -> 2 PaBT convs (max pooling between) -> flatten -> dense, for 28x28x1 inputs."""
     M, N = bases
     c0, c1, c2 = channels
     inputs = tf.keras.Input((28, 28, 1))
@@ -40,16 +40,17 @@ def tiny_fmnist_net(
     )(h)
     if batch_norm:
         h = tf.keras.layers.BatchNormalization(momentum=0.9)(h)
-    h = tf.keras.layers.GlobalAveragePooling2D()(h)
+    h = tf.keras.layers.Flatten()(h)
     outputs = tf.keras.layers.Dense(10)(h)
     model_cls = pabt.PaBTModel if model_cls is None else model_cls
     return model_cls(inputs=inputs, outputs=outputs, **model_kwargs)
 
 
-def bop_optimizer(lr: float = 0.01) -> lq.optimizers.CaseOptimizer:
-    """Latent-weight-free training: Bop for the ±1 kernels, Adam for the rest."""
+def bop_optimizer(lr: float = 0.01, gamma: float = 1e-3, threshold: float = 1e-6):
+    """Latent-weight-free training: Bop for the ±1 kernels, Adam for the rest (Bop's
+    gamma/threshold raised from Larq's defaults so that a few dozen steps flip bits)."""
     return lq.optimizers.CaseOptimizer(
-        (lq.optimizers.Bop.is_binary_variable, lq.optimizers.Bop()),
+        (lq.optimizers.Bop.is_binary_variable, lq.optimizers.Bop(threshold=threshold, gamma=gamma)),
         default_optimizer=tf.keras.optimizers.legacy.Adam(lr),
     )
 
