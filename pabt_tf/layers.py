@@ -9,10 +9,12 @@ y = \\sum_{m<M} \\sum_{n<N} \\text{mask}_{mn}\\, \\text{gate}_{mn}\\,
 
 Every (m, n) pair is one *binary convolution*. The layer never runs `M·N` convolutions:
 convolution is linear in its kernel, so the active weight bases of each activation base
-are folded into one kernel `K_n = Σ_m c_mn α_m B_m`, and the active activation bases run
-as a single convolution over their concatenated channels. Gate gradients stay exact (they
-are linear functionals of the folded kernel's gradient), and a pruned binary convolution,
-or a fully pruned activation base, costs nothing.
+are folded into one kernel `K_n = Σ_m c_mn α_m B_m`, and each *active* activation base
+runs one convolution (inside a `tf.cond`, so a fully pruned activation base is not
+computed, forward or backward, and the graph never retraces when the mask changes).
+Gate gradients stay exact (they are linear functionals of the folded kernels'
+gradients), and a pruned binary convolution costs nothing but its share of the
+kernel-sized fold.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class PaBTLayer(tf.keras.layers.Layer):
             self.activation_bases,
             per_channel=per_channel_thresholds,
             threshold_spread=threshold_spread,
-            pseudo_gradient=activation_quantizer,
+            pseudo_gradient=get_binary_quantizer(activation_quantizer, "activation_quantizer"),
         )
         if not latent_weights and kernel_initializer == "glorot_uniform":
             kernel_initializer = RandomSign()  # ±1 kernels are stored as ±1
@@ -281,33 +283,77 @@ class PaBTLayer(tf.keras.layers.Layer):
         """`mask · gate_decay · gate`, shape `(M, N)`: each binary convolution's weight."""
         return self.mask * self.gate_decay * self.gate
 
-    def _fold(self, active: tf.Tensor) -> tf.Tensor:
-        """Folded kernel `K_n = Σ_m c_mn α_m B_m` for the active activation bases.
+    def _fold(self, active: tf.Tensor | None = None) -> tf.Tensor:
+        """Folded kernels `K_n = Σ_m c_mn α_m B_m`, shape `(N, *kernel_shape)`.
 
-        Returns `(Na, *kernel_shape)`.
+        With `active` (int indices), only those activation bases: `(Na, *kernel_shape)`.
+        Weight bases without an active binary convolution are dropped with a select,
+        not multiplied by 0, so nothing of theirs (not even a NaN) reaches the output.
+        The work is kernel-sized, negligible next to the convolution.
         """
         bases = self.binary_kernels()
         M = self.weight_bases
         kshape = bases.shape[1:]
         alpha = tf.reshape(self.scale, [M] + [1] * (len(kshape) - 1) + [self._units])
         flat = tf.reshape(bases * alpha, [M, -1])
-        coef = tf.gather(self.coefficients(), active, axis=1)  # (M, Na)
-        folded = tf.matmul(coef, flat, transpose_a=True)  # (Na, P)
+        used = tf.reduce_any(self.mask > 0.5, axis=1, keepdims=True)  # (M, 1)
+        flat = tf.where(used, flat, tf.zeros_like(flat))
+        coef = self.coefficients()
+        if active is not None:
+            coef = tf.gather(coef, active, axis=1)  # (M, Na)
+        folded = tf.matmul(coef, flat, transpose_a=True)  # (N or Na, P)
         return tf.reshape(folded, tf.concat([[-1], kshape], 0))
 
     def _active_activation_bases(self) -> tf.Tensor:
+        """Int indices of the activation bases with at least one active convolution."""
         return tf.reshape(tf.where(tf.reduce_any(self.mask > 0.5, axis=0)), [-1])
 
-    def _binary_op(self, x: tf.Tensor, folded: tf.Tensor) -> tf.Tensor:
+    def _base_op(self, h: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        """One activation base through its folded kernel (no +1 padding correction)."""
         raise NotImplementedError
+
+    def _padding_correction(self, inputs: tf.Tensor, folded: tf.Tensor) -> tf.Tensor | None:
+        """What the +1 padding adds to the output, or None."""
+        return None
 
     def call(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
-        active = self._active_activation_bases()
-        x = self.input_quantizer(inputs, active=active)
-        y = self._binary_op(x, self._fold(active))
+        folded = self._fold()
+        N = self.activation_bases
+        # Read and split outside the branches: the branches stay stateless, and the
+        # backward pass packs N small gradients instead of scattering each into zeros.
+        kernels = tf.unstack(folded, num=N)
+        thresholds = tf.unstack(tf.convert_to_tensor(self.input_quantizer.thresholds), num=N)
+
+        def branch(n):
+            # = input_quantizer.binarize(inputs, n), on the pre-read thresholds
+            h = self.input_quantizer.pseudo_gradient(inputs + (-thresholds[n]))
+            return self._base_op(h, kernels[n])
+
+        # One convolution per *active* activation base, each over C channels, summed.
+        # `tf.cond`/`tf.switch_case` run only the taken branch (forward and backward),
+        # so a pruned activation base costs nothing while the graph stays static (no
+        # retracing on pruning, no dynamic channel counts, no gathers). Separate
+        # C-channel convolutions also beat one over N·C concatenated channels here:
+        # oneDNN's convolutions slow down more than linearly in the channel count.
+        # The accumulation starts at the first active base, so no zeros are added.
+        if N == 1:
+            y = branch(0)
+        else:
+            base_active = tf.reduce_any(self.mask > 0.5, axis=0)
+            first = tf.argmax(tf.cast(base_active, tf.int32), output_type=tf.int32)
+            y = tf.switch_case(first, [lambda n=n: branch(n) for n in range(N)])
+            for n in range(1, N):
+                y = tf.cond(
+                    base_active[n] & (first < n),
+                    lambda n=n, y=y: y + branch(n),
+                    lambda y=y: y,
+                )
+        extra = self._padding_correction(inputs, folded)
         if self.use_bias:
-            y = tf.nn.bias_add(y, self.bias)
+            extra = self.bias if extra is None else extra + self.bias
+        if extra is not None:
+            y = y + extra
         if self.activation is not None:
             y = self.activation(y)
         return y
@@ -518,13 +564,44 @@ class PaBTConv2D(PaBTLayer):
         ]
         return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]], constant_values=1.0)
 
-    def _binary_op(self, x: tf.Tensor, folded: tf.Tensor) -> tf.Tensor:
-        # (Na, kh, kw, C, O) -> (kh, kw, Na, C, O) -> (kh, kw, Na·C, O): base-major
-        # channels, matching the concatenation order of `MultiBaseSign`.
-        kh, kw = self.kernel_size
-        kernel = tf.reshape(tf.transpose(folded, [1, 2, 0, 3, 4]), [kh, kw, -1, self.filters])
+    def _base_op(self, h: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        # 'same' runs as TF's zero-padded SAME convolution (padding inside the conv
+        # kernel, no padded copy of the input, no slice in the backward pass); the
+        # difference to +1 padding is added by `_padding_correction`.
         return tf.nn.conv2d(
-            self.pad(x),
+            h,
+            kernel,
+            strides=[1, *self.strides, 1],
+            padding=self.padding.upper(),
+            dilations=[1, *self.dilation_rate, 1],
+        )
+
+    def _padding_correction(self, inputs: tf.Tensor, folded: tf.Tensor) -> tf.Tensor | None:
+        # conv(pad(H, +1), K) = conv_same(H, K) + conv(pad(0, +1), K): the second term
+        # does not depend on the input. Summed over the input channels and the
+        # activation bases (all padded alike), it is a batch-1, 1-channel convolution
+        # of a border indicator: (1, Ho, Wo, O), broadcast over the batch.
+        if self.padding == "valid":
+            return None
+        shape = inputs.shape
+        dims = [shape[1], shape[2]]
+        if dims[0] is None or dims[1] is None:
+            dyn = tf.shape(inputs)
+            dims = [dyn[1] if dims[0] is None else dims[0], dyn[2] if dims[1] is None else dims[1]]
+        pads = [
+            _same_padding(size, s, d, k)
+            for size, s, d, k in zip(dims, self.strides, self.dilation_rate, self.kernel_size)
+        ]
+        if all(isinstance(p, int) and p == 0 for pair in pads for p in pair):
+            return None
+        border = tf.pad(
+            tf.zeros(tf.stack([1, dims[0], dims[1], 1]), folded.dtype),
+            [[0, 0], pads[0], pads[1], [0, 0]],
+            constant_values=1.0,
+        )
+        kernel = tf.reduce_sum(folded, axis=[0, 3])[:, :, None, :]  # (kh, kw, 1, O)
+        return tf.nn.conv2d(
+            border,
             kernel,
             strides=[1, *self.strides, 1],
             padding="VALID",
@@ -595,11 +672,10 @@ class PaBTDense(PaBTLayer):
     def _kernel_shape(self, in_channels: int) -> tuple[int, ...]:
         return (in_channels, self.units)
 
-    def _binary_op(self, x: tf.Tensor, folded: tf.Tensor) -> tf.Tensor:
-        kernel = tf.reshape(folded, [-1, self.units])  # (Na·C, units), base-major
-        if x.shape.rank == 2:
-            return tf.matmul(x, kernel)
-        return tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [0]])
+    def _base_op(self, h: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        if h.shape.rank == 2:
+            return tf.matmul(h, kernel)
+        return tf.tensordot(h, kernel, axes=[[h.shape.rank - 1], [0]])
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.units])

@@ -51,6 +51,20 @@ def get_binary_quantizer(identifier: Any, argument: str) -> tf.keras.layers.Laye
         )
     if isinstance(quantizer, lq.quantizers.NoOp):
         raise ValueError(f"`{argument}` must binarize; NoOp does not.")
+    # `precision == 1` alone admits {0, 1} quantizers (ste_heaviside, 1-bit DoReFa) and
+    # scaled signs; a PaBT layer needs exactly sign(x) in {-1, +1} (+1 at 0) forward.
+    with tf.init_scope():
+        probe = np.array([-3.0, -0.5, 0.0, 0.25, 2.0], np.float32)
+        try:
+            out = np.asarray(quantizer(tf.constant(probe)))
+        except Exception as err:
+            raise ValueError(f"`{argument}`: {identifier!r} failed on a test input ({err}).") from err
+    if not np.array_equal(out, np.where(probe >= 0, 1.0, -1.0)):
+        raise ValueError(
+            f"`{argument}` must compute sign(x) in {{-1, +1}} (+1 at 0) in its forward pass, "
+            f"like 'ste_sign', 'approx_sign' or 'swish_sign'; {identifier!r} gives "
+            f"{out.tolist()} for {probe.tolist()}."
+        )
     return quantizer
 
 
@@ -154,6 +168,18 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
             trainable=True,
         )
         super().build(input_shape)
+
+    def binarize(self, inputs, n):
+        """Activation base `H_n(x) = sign(x − θ_n)` alone, shape of `inputs`.
+
+        # Arguments
+            inputs: `(..., C)` tensor.
+            n: base index (Python int or scalar int tensor).
+        """
+        theta = tf.convert_to_tensor(self.thresholds)[n]  # () or (C,)
+        # x + (−θ), not x − θ: the gradient of Sub negates the full-size upstream
+        # gradient before reducing it to θ's shape; this way only θ is negated.
+        return self.pseudo_gradient(inputs + (-theta))
 
     def call(self, inputs, active=None):
         thresholds = tf.convert_to_tensor(self.thresholds)
