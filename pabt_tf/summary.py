@@ -1,12 +1,20 @@
-"""Cost accounting for PaBT networks: effective bit-width and binary MACs."""
+"""Cost accounting for PaBT networks: effective bit-width, binary MACs and BOPs.
+
+Importing this module also teaches `larq.models.summary` about PaBT layers (see
+`_PaBTLayerProfile`).
+"""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import larq as lq
+import larq.models as _lq_models
 import tensorflow as tf
 
-from pabt_tf.layers import pabt_layers
+from pabt_tf.layers import PaBTLayer, pabt_layers
 
-__all__ = ["mean_binary_convs"]
+__all__ = ["mean_binary_convs", "summary"]
 
 
 def mean_binary_convs(model: tf.keras.Model) -> float:
@@ -28,3 +36,149 @@ def mean_binary_convs(model: tf.keras.Model) -> float:
     macs = [layer.binary_conv_macs() for layer in layers]
     active = [layer.active_binary_convs for layer in layers]
     return float(sum(m * k for m, k in zip(macs, active)) / sum(macs))
+
+
+def _layer_row(layer: PaBTLayer) -> dict[str, Any]:
+    mask = layer.binary_conv_mask
+    conv_macs = layer.binary_conv_macs()
+    active = int(mask.sum())
+    return {
+        "layer": layer.name,
+        "type": type(layer).__name__,
+        "weight_bases": layer.weight_bases,
+        "activation_bases": layer.activation_bases,
+        "binary_convs": layer.num_binary_convs,
+        "active_binary_convs": active,
+        # Bases still in use: the layer's weight and activation bit-widths.
+        "weight_bits": int(mask.any(axis=1).sum()),
+        "activation_bits": int(mask.any(axis=0).sum()),
+        # Each active binary convolution is one 1-bit × 1-bit product, so the
+        # effective bits (weight bits × activation bits actually in use) are its count.
+        "effective_bits": active,
+        "binary_conv_macs": conv_macs,
+        "binary_macs": active * conv_macs,
+        # A 1-bit × 1-bit MAC is one bit operation (BOPs = MACs · b_w · b_a).
+        "bops": active * conv_macs,
+    }
+
+
+def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print) -> list[dict]:
+    """Per-layer cost table of a model's PaBT layers.
+
+    Columns: layer, bases `M×N`, active binary convolutions, effective bits (= active
+    binary convolutions, i.e. weight bits × activation bits in use; the weight and
+    activation bits are the bases still used), 1-bit MACs of the active binary
+    convolutions and the BOPs they amount to (per example). The last row is the total,
+    with the model's `mean_binary_convs` (1.0 = a BNN).
+
+    # Arguments
+        model: a built model containing PaBT layers (nested models are searched).
+        print_fn: prints each line of the table; `None` to only return the rows.
+
+    # Returns
+        The rows as a list of dicts, one per PaBT layer (keys `layer`, `type`,
+        `weight_bases`, `activation_bases`, `binary_convs`, `active_binary_convs`,
+        `weight_bits`, `activation_bits`, `effective_bits`, `binary_conv_macs`,
+        `binary_macs`, `bops`), then a total row (`layer="Total"`, the sums, and
+        `mean_binary_convs`).
+
+    # Raises
+        ValueError: if the model has no built PaBT layers.
+    """
+    layers = pabt_layers(model)
+    if not layers or not all(layer.built for layer in layers):
+        raise ValueError(f"Model {model.name!r} has no built PaBT layers to summarize.")
+    rows = [_layer_row(layer) for layer in layers]
+    keys = ("binary_convs", "active_binary_convs", "binary_macs", "bops")
+    total = {"layer": "Total", **{k: sum(r[k] for r in rows) for k in keys}}
+    total["mean_binary_convs"] = mean_binary_convs(model)
+    rows.append(total)
+    if print_fn is not None:
+        header = ("Layer", "Bases M×N", "Active convs", "Eff. bits (W×A)", "Binary MACs", "BOPs")
+        table = [header]
+        for r in rows[:-1]:
+            table.append(
+                (
+                    r["layer"],
+                    f"{r['weight_bases']}×{r['activation_bases']}",
+                    f"{r['active_binary_convs']}/{r['binary_convs']}",
+                    f"{r['effective_bits']} ({r['weight_bits']}×{r['activation_bits']})",
+                    f"{r['binary_macs']:,}",
+                    f"{r['bops']:,}",
+                )
+            )
+        table.append(
+            (
+                "Total",
+                "",
+                f"{total['active_binary_convs']}/{total['binary_convs']}",
+                "",
+                f"{total['binary_macs']:,}",
+                f"{total['bops']:,}",
+            )
+        )
+        widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+
+        def line(row):
+            cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                     for i, (c, w) in enumerate(zip(row, widths))]
+            return "  ".join(cells)
+
+        rule = "-" * len(line(header))
+        print_fn(f"{model.name}: PaBT layers (per example)")
+        print_fn(line(header))
+        print_fn(rule)
+        for row in table[1:-1]:
+            print_fn(line(row))
+        print_fn(rule)
+        print_fn(line(table[-1]))
+        print_fn(f"Mean active binary convolutions (MAC-weighted): {total['mean_binary_convs']:.3f}"
+                 " (1.0 = BNN)")
+    return rows
+
+
+class _PaBTLayerProfile(_lq_models.LayerProfile):
+    """`larq.models.LayerProfile` that also understands PaBT layers.
+
+    Why a patch: `lq.models.summary` counts MACs only for the layer classes in its
+    `mac_containing_layers` tuple, and for those it counts *every* non-bias weight as
+    MACs — gates, masks, scales and thresholds would show up as 32-bit MACs. Larq has
+    no registration hook, but `ModelProfile` looks `LayerProfile` up in `larq.models`
+    at call time, so replacing that name is enough. For PaBT layers the only MACs are
+    the 1-bit MACs of the active binary convolutions; every other layer is profiled
+    exactly as before.
+    """
+
+    def __init__(self, layer: tf.keras.layers.Layer):
+        super().__init__(layer)
+        if isinstance(layer, PaBTLayer):
+            self.op_profiles = []
+            macs = self._pabt_binary_macs()
+            if macs is not None:
+                self.op_profiles.append(
+                    _lq_models.OperationProfile(n=macs, precision=1, op_type="mac")
+                )
+
+    def _pabt_binary_macs(self) -> int | None:
+        try:
+            return self._layer.binary_macs()
+        except ValueError:  # not built, or unknown spatial size
+            return None
+
+    def op_count(self, op_type: str | None = None, precision: int | None = None) -> int | None:
+        if not isinstance(self._layer, PaBTLayer):
+            return super().op_count(op_type, precision)
+        if op_type != "mac":
+            raise ValueError("Currently only counting of MAC-operations is supported.")
+        if not self.op_profiles:
+            return None
+        return sum(op.n for op in self.op_profiles if precision in (None, op.precision))
+
+
+def _install_larq_profile() -> None:
+    if not issubclass(_lq_models.LayerProfile, _PaBTLayerProfile):
+        _lq_models.LayerProfile = _PaBTLayerProfile
+
+
+_install_larq_profile()
+assert lq.models.LayerProfile is _PaBTLayerProfile
