@@ -41,6 +41,7 @@ __all__ = [
     "ChannelBias",
     "DilatedQuantConv2D",
     "strip_pabt",
+    "rewrite_model",
     "convert",
     "convert_with_report",
     "verify",
@@ -273,12 +274,17 @@ def _expand_pabt_layer(layer: PaBTLayer, x: tf.Tensor) -> tf.Tensor:
     return y
 
 
-class _Stripper:
-    """Rebuilds a Functional/Sequential model node by node, inlining nested models."""
+class _GraphRewriter:
+    """Rebuilds a Functional/Sequential model node by node, inlining nested models.
 
-    def __init__(self):
+    `replace(layer, x)` returns the new output for a single-input layer it rewrites, or
+    `None` to copy the layer (`from_config` + weights; shared layers stay shared).
+    """
+
+    def __init__(self, replace):
+        self._replace = replace
         self._clones: dict[int, tf.keras.layers.Layer] = {}
-        self._pending_weights: dict[int, list] = {}
+        self._pending_weights: dict[int, list | None] = {}
 
     def clone_layer(self, layer):
         key = id(layer)
@@ -288,8 +294,8 @@ class _Stripper:
             except Exception as err:
                 if layer.weights:
                     raise ValueError(
-                        f"strip_pabt: cannot copy layer {layer.name!r} "
-                        f"({type(layer).__name__}): from_config(get_config()) failed: {err}"
+                        f"cannot copy layer {layer.name!r} ({type(layer).__name__}): "
+                        f"from_config(get_config()) failed: {err}"
                     ) from err
                 clone = layer  # weightless and not re-creatable: reuse it as it is
             self._clones[key] = clone
@@ -306,12 +312,12 @@ class _Stripper:
         return outputs
 
     def run(self, model: tf.keras.Model, inputs: list) -> Any:
-        """Apply `model`'s graph, stripped, to the list of (new) Keras tensors `inputs`."""
+        """Apply `model`'s graph, rewritten, to the list of (new) Keras tensors `inputs`."""
         if isinstance(model, tf.keras.Sequential) and not model._is_graph_network:
             if not model.built:
                 raise ValueError(
-                    f"strip_pabt: Sequential model {model.name!r} is not built; call it on "
-                    "data or give it an `Input` first."
+                    f"Sequential model {model.name!r} is not built; call it on data or "
+                    "give it an `Input` first."
                 )
             (x,) = inputs
             for layer in model.layers:
@@ -319,16 +325,15 @@ class _Stripper:
             return x
         if not getattr(model, "_is_graph_network", False):
             raise TypeError(
-                f"strip_pabt: model {model.name!r} ({type(model).__name__}) is a subclassed "
-                "model; only Functional and Sequential models (nested ones included) can "
-                "be rebuilt. Rebuild it with the functional API."
+                f"model {model.name!r} ({type(model).__name__}) is a subclassed model; only "
+                "Functional and Sequential models (nested ones included) can be rebuilt. "
+                "Rebuild it with the functional API."
             )
-        tensors: dict[str, Any] = {}
         if len(inputs) != len(model.inputs):
             raise ValueError(
-                f"strip_pabt: model {model.name!r} takes {len(model.inputs)} inputs, "
-                f"got {len(inputs)}."
+                f"model {model.name!r} takes {len(model.inputs)} inputs, got {len(inputs)}."
             )
+        tensors: dict[str, Any] = {}
         for ref, new in zip(model.inputs, inputs):
             tensors[str(id(ref))] = new
         for depth in sorted(model._nodes_by_depth, reverse=True):
@@ -351,21 +356,59 @@ class _Stripper:
         return tf.nest.pack_sequence_as(model._nested_outputs, flat_outputs)
 
     def apply(self, layer, args, kwargs):
-        if isinstance(layer, PaBTLayer):
-            if len(args) != 1 or not tf.is_tensor(args[0]):
-                raise ValueError(f"strip_pabt: {layer.name} must be called on one tensor.")
-            return _expand_pabt_layer(layer, args[0])
         if isinstance(layer, tf.keras.Model):
             kwargs = {k: v for k, v in kwargs.items() if k not in ("training", "mask")}
             if kwargs:
                 raise ValueError(
-                    f"strip_pabt: nested model {layer.name!r} is called with arguments "
-                    f"{sorted(kwargs)}; only its inputs can be inlined."
+                    f"nested model {layer.name!r} is called with arguments {sorted(kwargs)}; "
+                    "only its inputs can be inlined."
                 )
             return self.run(layer, tf.nest.flatten(args))
         if isinstance(layer, tf.keras.layers.InputLayer):
             return args[0]
+        if len(args) == 1 and tf.is_tensor(args[0]):
+            replaced = self._replace(layer, args[0])
+            if replaced is not None:
+                return replaced
+        elif isinstance(layer, PaBTLayer):
+            raise ValueError(f"{layer.name} must be called on one tensor to be rewritten.")
         return self.call_layer(layer, args, kwargs)
+
+
+def rewrite_model(model: tf.keras.Model, replace, name: str) -> tf.keras.Model:
+    """Rebuild `model` as a functional model, rewriting layers with `replace`.
+
+    `replace(layer, x)` gets each single-input layer and its new input tensor and returns
+    the new output tensor, or `None` to copy the layer unchanged. Nested models are
+    inlined. Used by `strip_pabt` and by the benchmark's float/Larq twins.
+
+    # Raises
+        TypeError: a subclassed model (or not a Keras model).
+        ValueError: an unbuilt model or a layer that cannot be copied.
+    """
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
+    if isinstance(model, tf.keras.Sequential) and not model._is_graph_network:
+        if not model.built or getattr(model, "_build_input_shape", None) is None:
+            raise ValueError(
+                f"Sequential model {model.name!r} has no known input shape; give it an "
+                "`Input` or call `model.build(input_shape)` first."
+            )
+        shape = tf.TensorShape(model._build_input_shape)
+        inputs = [tf.keras.Input(batch_shape=shape, name=f"{model.name}_input")]
+    elif getattr(model, "_is_graph_network", False):
+        inputs = [
+            tf.keras.Input(batch_shape=ref.shape, dtype=ref.dtype, name=ref._keras_history.layer.name)
+            for ref in model.inputs
+        ]
+    else:
+        raise TypeError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed model; only "
+            "Functional and Sequential models can be rebuilt. Rebuild it with the "
+            "functional API."
+        )
+    outputs = _GraphRewriter(replace).run(model, inputs)
+    return tf.keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name)
 
 
 def strip_pabt(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model:
@@ -378,7 +421,8 @@ def strip_pabt(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model
     layer's bias and activation follow. Branches of one activation base share its shift.
     Pruned binary convolutions are left out. Layer names stay traceable:
     `"<pabt layer>/m<m>n<n>_bconv"`, `"<pabt layer>/n<n>_shift"`, ... `PaBTDense`
-    becomes a 1×1 binary convolution between two `Reshape`s.
+    becomes a 1×1 binary convolution between two `Reshape`s. Dilated convolutions use
+    `DilatedQuantConv2D` (a `QuantConv2D` emitting one dilated TF `Conv2D`).
 
     Other layers are copies (`from_config` + weights): the result shares no variables
     with `model`. Nested Functional/Sequential models are inlined.
@@ -393,36 +437,16 @@ def strip_pabt(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model
     # Raises
         TypeError: `model` is not a Keras model, or is (or contains) a subclassed model.
         ValueError: an unbuilt model, a layer that cannot be copied, or a PaBT layer
-            that cannot be exported (non-sign quantizers).
+            that cannot be exported (non-sign quantizers, non-±1 kernels).
     """
+
     if not isinstance(model, tf.keras.Model):
         raise TypeError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
-    if isinstance(model, tf.keras.Sequential) and not model._is_graph_network:
-        if not model.built or getattr(model, "_build_input_shape", None) is None:
-            raise ValueError(
-                f"strip_pabt: Sequential model {model.name!r} has no known input shape; "
-                "give it an `Input` or call `model.build(input_shape)` first."
-            )
-        shape = tf.TensorShape(model._build_input_shape)
-        inputs = [tf.keras.Input(batch_shape=shape, name=f"{model.name}_input")]
-    elif getattr(model, "_is_graph_network", False):
-        inputs = [
-            tf.keras.Input(
-                batch_shape=ref.shape,
-                dtype=ref.dtype,
-                name=ref._keras_history.layer.name,
-            )
-            for ref in model.inputs
-        ]
-    else:
-        raise TypeError(
-            f"strip_pabt: model {model.name!r} ({type(model).__name__}) is a subclassed "
-            "model; only Functional and Sequential models can be rebuilt. Rebuild it "
-            "with the functional API."
-        )
-    outputs = _Stripper().run(model, inputs)
-    nested_inputs = inputs[0] if len(inputs) == 1 else inputs
-    return tf.keras.Model(nested_inputs, outputs, name=name or f"{model.name}_stripped")
+
+    def replace(layer, x):
+        return _expand_pabt_layer(layer, x) if isinstance(layer, PaBTLayer) else None
+
+    return rewrite_model(model, replace, name or f"{model.name}_stripped")
 
 
 # --------------------------------------------------------------------------------------

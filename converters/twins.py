@@ -1,0 +1,164 @@
+"""Same-shaped baselines of a network, for latency comparisons.
+
+`float_twin(model)` and `larq_twin(model)` rebuild a Keras model with every binary layer
+replaced, keeping every other layer (BatchNorm, pooling, the float first/last layers):
+
+| layer in `model`                       | float twin              | Larq twin (what a Larq user writes)              |
+|----------------------------------------|-------------------------|--------------------------------------------------|
+| `PaBTConv2D` (any number of active convs) | `Conv2D`, same shape | `lq.layers.QuantConv2D(ste_sign, ste_sign, pad_values=1)` |
+| `PaBTDense`                            | `Dense`                 | `lq.layers.QuantDense(ste_sign, ste_sign)`        |
+| Larq binary `QuantConv2D` / `QuantDense` | `Conv2D` / `Dense`    | unchanged                                        |
+
+A PaBT layer becomes *one* convolution whatever its number of active binary
+convolutions: the twins are the float network and the BNN of the same architecture.
+Weights of replaced layers are taken from the model where they exist (a PaBT layer's
+first active weight base), so the twins compute finite, meaningful values; speed does
+not depend on them.
+
+Pass the PaBT model for per-layer twins. A model without PaBT layers (e.g. a stripped
+one) is rewritten per Larq binary layer: a stripped multi-branch layer then has one
+float convolution per branch.
+"""
+
+from __future__ import annotations
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+import pabt_tf  # noqa: F401  (Keras 2 + registered objects)
+from pabt_tf.export import rewrite_model
+from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers
+
+__all__ = ["float_twin", "larq_twin", "binary_layer_count"]
+
+
+def _is_binary_quant(layer) -> bool:
+    return (
+        isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDense))
+        and getattr(layer.input_quantizer, "precision", None) == 1
+        and getattr(layer.kernel_quantizer, "precision", None) == 1
+    )
+
+
+def binary_layer_count(model: tf.keras.Model) -> int:
+    """PaBT layers plus Larq binary `QuantConv2D`/`QuantDense` layers (nested included)."""
+    count, seen = 0, set()
+
+    def visit(layer):
+        nonlocal count
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, PaBTLayer) or _is_binary_quant(layer):
+            count += 1
+        for sub in getattr(layer, "layers", []) or []:
+            visit(sub)
+
+    for layer in model.layers:
+        visit(layer)
+    return count
+
+
+def _pabt_kernel(layer: PaBTLayer) -> np.ndarray:
+    m = int(np.argwhere(layer.binary_conv_mask)[0][0])
+    return np.asarray(layer.binary_kernels()[m], np.float32)
+
+
+def _conv_args(layer) -> dict:
+    return dict(
+        filters=layer.filters,
+        kernel_size=layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+    )
+
+
+def float_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model:
+    """The float network of the same architecture: binary layers become float ones.
+
+    # Raises
+        TypeError / ValueError: as `pabt_tf.export.rewrite_model`.
+    """
+
+    def replace(layer, x):
+        if isinstance(layer, PaBTConv2D):
+            new = tf.keras.layers.Conv2D(
+                **_conv_args(layer), use_bias=layer.use_bias, activation=layer.activation,
+                name=f"{layer.name}_float",
+            )
+            y = new(x)
+            weights = [_pabt_kernel(layer) * 0.05]
+            if layer.use_bias:
+                weights.append(np.asarray(layer.bias.numpy()))
+            new.set_weights(weights)
+            return y
+        if isinstance(layer, PaBTDense):
+            new = tf.keras.layers.Dense(
+                layer.units, use_bias=layer.use_bias, activation=layer.activation,
+                name=f"{layer.name}_float",
+            )
+            y = new(x)
+            weights = [_pabt_kernel(layer) * 0.05]
+            if layer.use_bias:
+                weights.append(np.asarray(layer.bias.numpy()))
+            new.set_weights(weights)
+            return y
+        if _is_binary_quant(layer):
+            if isinstance(layer, lq.layers.QuantConv2D):
+                new = tf.keras.layers.Conv2D(
+                    **_conv_args(layer), use_bias=layer.use_bias, activation=layer.activation,
+                    name=f"{layer.name}_float",
+                )
+            else:
+                new = tf.keras.layers.Dense(
+                    layer.units, use_bias=layer.use_bias, activation=layer.activation,
+                    name=f"{layer.name}_float",
+                )
+            y = new(x)
+            new.set_weights([np.asarray(w) for w in layer.get_weights()])
+            return y
+        return None
+
+    return rewrite_model(model, replace, name or f"{model.name}_float_twin")
+
+
+def larq_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model:
+    """The BNN of the same architecture as a Larq user writes it by hand.
+
+    Every PaBT layer becomes one `lq.layers.QuantConv2D(input_quantizer="ste_sign",
+    kernel_quantizer="ste_sign", kernel_constraint="weight_clip", pad_values=1.0)`
+    (`QuantDense` for `PaBTDense`) with the layer's bias and activation, and no threshold
+    shift or scale. Larq layers are kept.
+    """
+
+    def replace(layer, x):
+        binary = dict(
+            input_quantizer="ste_sign",
+            kernel_quantizer="ste_sign",
+            kernel_constraint="weight_clip",
+            use_bias=layer.use_bias if isinstance(layer, PaBTLayer) else None,
+        )
+        if isinstance(layer, PaBTConv2D):
+            new = lq.layers.QuantConv2D(
+                **_conv_args(layer), **binary, pad_values=1.0, activation=layer.activation,
+                name=f"{layer.name}_larq",
+            )
+        elif isinstance(layer, PaBTDense):
+            new = lq.layers.QuantDense(
+                layer.units, **binary, activation=layer.activation, name=f"{layer.name}_larq"
+            )
+        else:
+            return None
+        y = new(x)
+        weights = [_pabt_kernel(layer)]
+        if layer.use_bias:
+            weights.append(np.asarray(layer.bias.numpy()))
+        new.set_weights(weights)
+        return y
+
+    if not pabt_layers(model):
+        return rewrite_model(model, lambda layer, x: None, name or f"{model.name}_larq_twin")
+    return rewrite_model(model, replace, name or f"{model.name}_larq_twin")
+
