@@ -156,7 +156,10 @@ class PaBTLayer(tf.keras.layers.Layer):
         )
         if not latent_weights and kernel_initializer == "glorot_uniform":
             kernel_initializer = RandomSign()  # ±1 kernels are stored as ±1
-        self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+        # The scope lets legacy (HDF5) configs, which name it "RandomSign" without the
+        # "pabt_tf>" package prefix, deserialize too.
+        with tf.keras.utils.custom_object_scope({"RandomSign": RandomSign}):
+            self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
         self.kernel_constraint = tf.keras.constraints.get(kernel_constraint)
         self.scale_initializer = tf.keras.initializers.get(scale_initializer)
         self.scale_constraint = tf.keras.constraints.get(scale_constraint)
