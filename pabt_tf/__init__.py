@@ -10,6 +10,7 @@ _ensure_keras2()
 from pabt_tf import layers, quantizers  # noqa: E402
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers  # noqa: E402
 from pabt_tf.summary import mean_binary_convs, summary  # noqa: E402
+from pabt_tf.transform import from_model  # noqa: E402
 from pabt_tf import training  # noqa: E402
 from pabt_tf.training import PaBTModel  # noqa: E402
 from pabt_tf import callbacks, schedules  # noqa: E402
