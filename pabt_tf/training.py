@@ -80,7 +80,7 @@ def update_importance(
     layers: Sequence[PaBTLayer] | tf.keras.Model,
     grads_and_vars: Iterable[tuple[Any, tf.Variable]],
     criterion: str = "taylor",
-    momentum: float = 0.9,
+    momentum: float = 0.99,
     all_reduce: bool = True,
 ) -> tf.Tensor:
     """Accumulate the importance of the binary convolutions from a step's gradients.
@@ -156,7 +156,9 @@ class PaBTModel(tf.keras.Model):
         inputs, outputs, name, trainable: as for a functional `tf.keras.Model`.
         criterion: `"taylor"` (`|gate·∂L/∂gate|`, default) or `"taylor_squared"`
             (its square).
-        importance_momentum: `ρ` in `[0, 1)`, the exponential moving average's momentum.
+        importance_momentum: `ρ` in `[0, 1)`, the exponential moving average's momentum
+            (default 0.99: an average over ~100 steps, the default pruning frequency; a
+            uniform start-up bias does not change the ranking).
 
     # Raises
         ValueError: on an invalid `criterion` or `importance_momentum`.
@@ -169,7 +171,7 @@ class PaBTModel(tf.keras.Model):
         name: str | None = None,
         trainable: bool = True,
         criterion: str = "taylor",
-        importance_momentum: float = 0.9,
+        importance_momentum: float = 0.99,
         **kwargs,
     ):
         criterion = _check_criterion(criterion)
@@ -183,6 +185,14 @@ class PaBTModel(tf.keras.Model):
         self.criterion = criterion
         self.importance_momentum = importance_momentum
         self._create_nonfinite_counter()
+
+    def _init_set_name(self, name, zero_based=True):
+        # "pabt_model", not Keras' snake case of the class name ("pa_bt_model").
+        if name is None:
+            from tf_keras.src import backend
+
+            name = backend.unique_object_name("pabt_model", zero_based=zero_based)
+        super()._init_set_name(name, zero_based=zero_based)
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _create_nonfinite_counter(self):
@@ -272,7 +282,7 @@ class PaBTModel(tf.keras.Model):
     def from_config(cls, config: dict, custom_objects=None) -> "PaBTModel":
         config = dict(config)
         criterion = config.pop("criterion", "taylor")
-        momentum = config.pop("importance_momentum", 0.9)
+        momentum = config.pop("importance_momentum", 0.99)
         from tf_keras.src.saving.legacy import serialization as legacy_serialization
 
         with legacy_serialization.SharedObjectLoadingScope():
