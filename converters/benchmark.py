@@ -45,6 +45,8 @@ from converters.convert import EXIT_BAD_INPUT, EXIT_OK, CliError
 __all__ = [
     "Latency",
     "host_latencies",
+    "paired_ratio",
+    "format_latency_table",
     "parse_benchmark_output",
     "device_commands",
     "run_device_benchmark",
@@ -70,6 +72,7 @@ class Latency:
         threads: interpreter threads.
         median_ms, min_ms: over all timed single-sample runs.
         runs: number of timed runs.
+        round_ms: median of each interleaving round (for paired ratios).
     """
 
     label: str
@@ -78,6 +81,15 @@ class Latency:
     median_ms: float
     min_ms: float
     runs: int
+    round_ms: list = dataclasses.field(default_factory=list, repr=False)
+
+
+def paired_ratio(a: Latency, b: Latency) -> float:
+    """Median over interleaving rounds of `a`'s round median / `b`'s: robust to load
+    that comes and goes during the run (both were timed in the same rounds)."""
+    if len(a.round_ms) != len(b.round_ms) or not a.round_ms:
+        return a.median_ms / b.median_ms
+    return statistics.median(x / y for x, y in zip(a.round_ms, b.round_ms))
 
 
 def _interpreter(flatbuffer: bytes, threads: int, kernels: str):
@@ -101,6 +113,7 @@ def host_latencies(
     repeats: int = 3,
     warmup: int = 2,
     seed: int = 0,
+    kernel_overrides: dict[str, str] | None = None,
 ) -> list[Latency]:
     """Median single-sample latency of each flatbuffer, interleaved.
 
@@ -113,6 +126,8 @@ def host_latencies(
         threads: thread counts to measure.
         kernels: interpreter settings ("indirect_bgemm", "default", "xnnpack").
         rounds, repeats, warmup: timing schedule.
+        kernel_overrides: `{label: kernels}` for models that always run with one setting
+            (e.g. a float model with "xnnpack"), timed in every group.
 
     # Returns
         One `Latency` per (label, kernels, threads).
@@ -132,33 +147,44 @@ def host_latencies(
     results = []
     for n_threads in threads:
         for kernel in kernels:
+            overrides = kernel_overrides or {}
             interpreters = {
-                label: _interpreter(fb, n_threads, kernel) for label, fb in flatbuffers.items()
+                label: _interpreter(fb, n_threads, overrides.get(label, kernel))
+                for label, fb in flatbuffers.items()
             }
             shapes = {label: tuple(it.input_shapes[0]) for label, it in interpreters.items()}
             if len(set(shapes.values())) != 1:
                 raise ValueError(f"flatbuffers take different input shapes: {shapes}.")
             x = rng.standard_normal(next(iter(shapes.values()))).astype(np.float32)
             times: dict[str, list[float]] = {label: [] for label in interpreters}
+            per_round: dict[str, list[float]] = {label: [] for label in interpreters}
             for it in interpreters.values():
                 for _ in range(warmup):
                     it.interpreter.predict([x])
-            for _ in range(rounds):
-                for label, it in interpreters.items():
+            order = list(interpreters)
+            for r in range(rounds):
+                shift = r % len(order)  # rotate who goes first
+                for label in order[shift:] + order[:shift]:
+                    it = interpreters[label]
+                    ts = []
                     for _ in range(repeats):
                         start = time.perf_counter()
                         it.interpreter.predict([x])
-                        times[label].append(1000.0 * (time.perf_counter() - start))
+                        ts.append(1000.0 * (time.perf_counter() - start))
+                    times[label] += ts
+                    per_round[label].append(statistics.median(ts))
             for label, ts in times.items():
+                used = (kernel_overrides or {}).get(label, kernel)
                 results.append(
-                    Latency(label, kernel, n_threads, statistics.median(ts), min(ts), len(ts))
-                )
+                    Latency(label, used, n_threads, statistics.median(ts), min(ts), len(ts),
+                            per_round[label])
+                )  # fmt: skip
     return results
 
 
 def format_latency_table(results: list[Latency], baseline_float="float", baseline_larq="larq") -> str:
     """A table of latencies with ratios to the float and Larq twins measured with the same
-    threads and interpreter setting (in the same interleaved group)."""
+    threads and interpreter setting (in the same interleaved group; `paired_ratio`)."""
     by_key = {(r.label, r.kernels, r.threads): r for r in results}
     lines = [
         f"{'model':<12} {'kernels':<15} {'threads':>7} {'median ms':>10} {'min ms':>8}"
@@ -167,8 +193,12 @@ def format_latency_table(results: list[Latency], baseline_float="float", baselin
     for r in results:
         flt = by_key.get((baseline_float, r.kernels, r.threads))
         lq_ = by_key.get((baseline_larq, r.kernels, r.threads))
-        f_ratio = f"{flt.median_ms / r.median_ms:.2f}x" if flt and r.label != baseline_float else ""
-        l_ratio = f"{r.median_ms / lq_.median_ms:.3f}" if lq_ and r.label != baseline_larq else ""
+        f_ratio = f"{paired_ratio(flt, r):.2f}x" if flt and r.label != baseline_float else ""
+        l_ratio = (
+            f"{paired_ratio(r, lq_):.3f}"
+            if lq_ and r.label not in (baseline_larq, baseline_float)
+            else ""
+        )
         lines.append(
             f"{r.label:<12} {r.kernels:<15} {r.threads:>7} {r.median_ms:>10.2f} {r.min_ms:>8.2f}"
             f" {f_ratio:>11} {l_ratio:>10}"

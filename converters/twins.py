@@ -82,7 +82,7 @@ def float_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model
         TypeError / ValueError: as `pabt_tf.export.rewrite_model`.
     """
 
-    def replace(layer, x):
+    def replace(layer, x, context=None):
         if isinstance(layer, PaBTConv2D):
             new = tf.keras.layers.Conv2D(
                 **_conv_args(layer), use_bias=layer.use_bias, activation=layer.activation,
@@ -133,7 +133,7 @@ def larq_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model:
     shift or scale. Larq layers are kept.
     """
 
-    def replace(layer, x):
+    def replace(layer, x, context=None):
         binary = dict(
             input_quantizer="ste_sign",
             kernel_quantizer="ste_sign",
@@ -159,6 +159,6 @@ def larq_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model:
         return y
 
     if not pabt_layers(model):
-        return rewrite_model(model, lambda layer, x: None, name or f"{model.name}_larq_twin")
+        return rewrite_model(model, lambda layer, x, context=None: None, name or f"{model.name}_larq_twin")
     return rewrite_model(model, replace, name or f"{model.name}_larq_twin")
 

@@ -42,6 +42,7 @@ __all__ = [
     "DilatedQuantConv2D",
     "strip_pabt",
     "rewrite_model",
+    "NodeContext",
     "convert",
     "convert_with_report",
     "verify",
@@ -189,8 +190,30 @@ def _check_sign_forward(quantizer, what: str, layer_name: str) -> None:
         )
 
 
-def _expand_pabt_layer(layer: PaBTLayer, x: tf.Tensor) -> tf.Tensor:
-    """The stripped subgraph of one PaBT layer applied to the Keras tensor `x`."""
+def _foldable_batchnorm(context) -> tf.keras.layers.BatchNormalization | None:
+    """The copied BatchNormalization producing this layer's input, if the threshold shift
+    can be folded into its beta: it feeds nothing else, is used once, normalises the last
+    axis and has a beta."""
+    if context is None or not context.input_is_exclusive:
+        return None
+    bn = context.producer_clone
+    if not isinstance(bn, tf.keras.layers.BatchNormalization) or not bn.center:
+        return None
+    axis = bn.axis if isinstance(bn.axis, (list, tuple)) else [bn.axis]
+    rank = len(context.ref_input.shape)
+    if [a % rank for a in axis] != [rank - 1] or len(bn._inbound_nodes) != 1:
+        return None
+    return bn
+
+
+def _expand_pabt_layer(layer: PaBTLayer, x: tf.Tensor, context=None) -> tf.Tensor:
+    """The stripped subgraph of one PaBT layer applied to the Keras tensor `x`.
+
+    With one active activation base and a BatchNormalization right before that feeds
+    only this layer, θ_n is folded into the BatchNormalization's beta instead of a
+    `ThresholdShift` (TFLite does not merge the BN's add with a following subtract, so a
+    separate shift would cost an op where a hand-written Larq BNN has none).
+    """
     if not layer.built:
         raise ValueError(f"{layer.name}: build the layer before stripping it.")
     _check_sign_forward(layer.input_quantizer.pseudo_gradient, "activation quantizer", layer.name)
@@ -234,6 +257,13 @@ def _expand_pabt_layer(layer: PaBTLayer, x: tf.Tensor) -> tf.Tensor:
         raise TypeError(f"{layer.name}: no export rule for {type(layer).__name__}.")
 
     shifted: dict[int, tf.Tensor] = {}
+    active_bases = sorted({int(n) for n in np.nonzero(mask)[1]})
+    bn = _foldable_batchnorm(context) if not dense and len(active_bases) == 1 else None
+    if bn is not None:
+        (n,) = active_bases
+        beta = np.asarray(tf.keras.backend.get_value(bn.beta))
+        bn.beta.assign((beta - np.broadcast_to(thresholds[n], beta.shape)).astype(beta.dtype))
+        shifted[n] = x
     branches = []
     for m, n in zip(*np.nonzero(mask)):
         m, n = int(m), int(n)
@@ -274,15 +304,32 @@ def _expand_pabt_layer(layer: PaBTLayer, x: tf.Tensor) -> tf.Tensor:
     return y
 
 
+@dataclasses.dataclass
+class NodeContext:
+    """What `rewrite_model` tells `replace` about the layer call being rewritten.
+
+    # Attributes
+        ref_input: the input Keras tensor in the *original* model.
+        input_is_exclusive: that tensor feeds only this call (and is no model output).
+        producer_clone: the copy, in the new model, of the layer that produced it (None
+            for a model input or a rewritten layer).
+    """
+
+    ref_input: Any
+    input_is_exclusive: bool
+    producer_clone: Any
+
+
 class _GraphRewriter:
     """Rebuilds a Functional/Sequential model node by node, inlining nested models.
 
-    `replace(layer, x)` returns the new output for a single-input layer it rewrites, or
-    `None` to copy the layer (`from_config` + weights; shared layers stay shared).
+    `replace(layer, x, context)` returns the new output for a single-input layer it
+    rewrites, or `None` to copy the layer (`from_config` + weights; shared layers stay shared).
     """
 
     def __init__(self, replace):
         self._replace = replace
+        self._consumers: dict[str, int] = {}
         self._clones: dict[int, tf.keras.layers.Layer] = {}
         self._pending_weights: dict[int, list | None] = {}
 
@@ -336,6 +383,12 @@ class _GraphRewriter:
         tensors: dict[str, Any] = {}
         for ref, new in zip(model.inputs, inputs):
             tensors[str(id(ref))] = new
+        for nodes in model._nodes_by_depth.values():
+            for node in nodes:
+                for t_id in node.flat_input_ids:
+                    self._consumers[t_id] = self._consumers.get(t_id, 0) + 1
+        for out in model.outputs:
+            self._consumers[str(id(out))] = self._consumers.get(str(id(out)), 0) + 1
         for depth in sorted(model._nodes_by_depth, reverse=True):
             for node in model._nodes_by_depth[depth]:
                 if node.is_input:
@@ -349,13 +402,24 @@ class _GraphRewriter:
                     (node.call_args, list(node.call_kwargs.values())), flat
                 )
                 kwargs = dict(zip(node.call_kwargs.keys(), kwargs))
-                outputs = self.apply(node.layer, args, kwargs)
+                refs = node.keras_inputs
+                outputs = self.apply(node.layer, args, kwargs, refs[0] if len(refs) == 1 else None)
                 for t_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs)):
                     tensors[t_id] = y
         flat_outputs = [tensors[str(id(x))] for x in model.outputs]
         return tf.nest.pack_sequence_as(model._nested_outputs, flat_outputs)
 
-    def apply(self, layer, args, kwargs):
+    def _context(self, ref):
+        if ref is None:
+            return None
+        producer = ref._keras_history.layer
+        return NodeContext(
+            ref_input=ref,
+            input_is_exclusive=self._consumers.get(str(id(ref)), 0) == 1,
+            producer_clone=self._clones.get(id(producer)),
+        )
+
+    def apply(self, layer, args, kwargs, ref=None):
         if isinstance(layer, tf.keras.Model):
             kwargs = {k: v for k, v in kwargs.items() if k not in ("training", "mask")}
             if kwargs:
@@ -367,7 +431,7 @@ class _GraphRewriter:
         if isinstance(layer, tf.keras.layers.InputLayer):
             return args[0]
         if len(args) == 1 and tf.is_tensor(args[0]):
-            replaced = self._replace(layer, args[0])
+            replaced = self._replace(layer, args[0], self._context(ref))
             if replaced is not None:
                 return replaced
         elif isinstance(layer, PaBTLayer):
@@ -378,8 +442,9 @@ class _GraphRewriter:
 def rewrite_model(model: tf.keras.Model, replace, name: str) -> tf.keras.Model:
     """Rebuild `model` as a functional model, rewriting layers with `replace`.
 
-    `replace(layer, x)` gets each single-input layer and its new input tensor and returns
-    the new output tensor, or `None` to copy the layer unchanged. Nested models are
+    `replace(layer, x, context)` gets each single-input layer, its new input tensor and a
+    `NodeContext`, and returns the new output tensor, or `None` to copy the layer
+    unchanged. Nested models are
     inlined. Used by `strip_pabt` and by the benchmark's float/Larq twins.
 
     # Raises
@@ -420,7 +485,9 @@ def strip_pabt(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model
     ChannelScale(coef[m, n] · α_m)`; several branches are summed by an `Add`, then the
     layer's bias and activation follow. Branches of one activation base share its shift.
     Pruned binary convolutions are left out. Layer names stay traceable:
-    `"<pabt layer>/m<m>n<n>_bconv"`, `"<pabt layer>/n<n>_shift"`, ... `PaBTDense`
+    `"<pabt layer>/m<m>n<n>_bconv"`, `"<pabt layer>/n<n>_shift"`, ... With a single
+    active activation base and a BatchNormalization before it that feeds only this
+    layer, θ_n is folded into that BatchNormalization's beta (no shift op). `PaBTDense`
     becomes a 1×1 binary convolution between two `Reshape`s. Dilated convolutions use
     `DilatedQuantConv2D` (a `QuantConv2D` emitting one dilated TF `Conv2D`).
 
@@ -443,8 +510,10 @@ def strip_pabt(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model
     if not isinstance(model, tf.keras.Model):
         raise TypeError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
 
-    def replace(layer, x):
-        return _expand_pabt_layer(layer, x) if isinstance(layer, PaBTLayer) else None
+    def replace(layer, x, context):
+        if isinstance(layer, PaBTLayer):
+            return _expand_pabt_layer(layer, x, context)
+        return None
 
     return rewrite_model(model, replace, name or f"{model.name}_stripped")
 

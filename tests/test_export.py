@@ -98,15 +98,17 @@ def _sign_inputs(model, stripped, x):
     """
     layers = pabt.pabt_layers(model)
     pabt_in = tf.keras.Model(model.inputs, [layer.input for layer in layers]).predict(x, verbose=0)
-    shift_names, shift_refs = [], []
+    sign_inputs, shift_refs = [], []
     for i, layer in enumerate(layers):
         thresholds = layer.input_quantizer.thresholds.numpy()
-        for n in sorted({int(n) for n in np.nonzero(layer.binary_conv_mask)[1]}):
-            shift_names.append(f"{layer.name}/n{n}_shift")
-            shift_refs.append((i, thresholds[n]))
-    shifted = tf.keras.Model(
-        stripped.inputs, [stripped.get_layer(name).output for name in shift_names]
-    ).predict(x, verbose=0)
+        for m, n in zip(*np.nonzero(layer.binary_conv_mask)):
+            if any(ref == (i, int(n)) for ref, _ in shift_refs):
+                continue
+            # What the bconv binarizes: a shift's output, or a BatchNorm's with θ folded in.
+            sign_inputs.append(stripped.get_layer(f"{layer.name}/m{m}n{n}_bconv").input)
+            shift_refs.append(((i, int(n)), thresholds[n]))
+    shift_refs = [(i, theta) for (i, _), theta in shift_refs]
+    shifted = tf.keras.Model(stripped.inputs, sign_inputs).predict(x, verbose=0)
     flipped = np.zeros(len(x), bool)
     flip_margin = 0.0
     for layer_index in range(len(layers)):  # topological order
@@ -167,13 +169,35 @@ def test_strip_pabt_computes_the_same_function(trained, masks):
     assert_same_function(model, stripped, x)
 
 
+def test_strip_pabt_folds_threshold_into_exclusive_batchnorm(trained):
+    model, _ = trained
+    set_masks(model, BNN_MASKS)
+    stripped = strip_pabt(model)
+    shifts = {layer.name for layer in stripped.layers if isinstance(layer, ThresholdShift)}
+    # Every BNN conv layer follows a BatchNorm that feeds only it: θ goes into its beta.
+    # PaBTDense binarizes after Flatten/Reshape: it keeps its shift.
+    assert shifts == {"b_dense/n2_shift"}
+    bn_before = model.get_layer("b_same").inbound_nodes[0].inbound_layers
+    theta = model.get_layer("b_same").input_quantizer.thresholds.numpy()[1]  # (C,)
+    np.testing.assert_allclose(
+        stripped.get_layer(bn_before.name).beta.numpy(), bn_before.beta.numpy() - theta,
+        rtol=0, atol=1e-7,
+    )  # fmt: skip
+
+
 def test_strip_pabt_shares_shift_per_activation_base(trained):
     model, _ = trained
     set_masks(model, MIXED_MASKS)
     stripped = strip_pabt(model)
     shifts = [layer.name for layer in stripped.layers if isinstance(layer, ThresholdShift)]
-    expected = {f"{name}/n{n}_shift" for name, pairs in MIXED_MASKS.items() for _, n in pairs}
-    assert sorted(shifts) == sorted(expected)
+    # b_dilated's two convs share one activation base after an exclusive BatchNorm: folded.
+    expected = {
+        f"{name}/n{n}_shift"
+        for name, pairs in MIXED_MASKS.items()
+        for _, n in pairs
+        if name != "b_dilated"
+    }
+    assert sorted(shifts) == sorted(expected)  # one per active base, shared by its convs
     per_channel = stripped.get_layer("b_same/n0_shift").get_weights()[0]
     np.testing.assert_array_equal(
         per_channel, model.get_layer("b_same").input_quantizer.thresholds.numpy()[0]
