@@ -1,0 +1,239 @@
+"""Compare binarization methods on one architecture over several seeds.
+
+    python -m experiments.compare --methods pabt,abc,bnn,bnn_bop,float --seeds 0,1,2 \\
+        --epochs 4 --output_dir results/fashion_mnist
+
+Every (method, seed) is one `experiments.train` run in its own process (same flags for
+all, so the same architecture, data and epoch budget), written to
+`OUTPUT_DIR/runs/<method>_s<seed>/`. Runs whose `results.json` exists are reused
+(`--rerun` forces them), so an interrupted comparison resumes. Then:
+
+    OUTPUT_DIR/table.md         Markdown table: accuracy mean ± std, binary MACs/BOPs,
+                                float MACs, Keras model size, flatbuffer size, verification
+    OUTPUT_DIR/summary.json     the same numbers plus every run's accuracy
+    OUTPUT_DIR/comparison.png   accuracy (mean ± std, per seed) and accuracy vs BOPs
+    OUTPUT_DIR/COMMAND.txt      the exact command line
+
+All `experiments.train` flags are accepted and passed on to every run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from experiments import train as train_lib
+from experiments.common import read_json, write_json
+
+FLAGS = flags.FLAGS
+
+LABELS = {
+    "pabt": "PaBT → BNN",
+    "abc": "ABC-Net 3/3 (MBN)",
+    "bnn": "Larq BNN (STE, latent weights)",
+    "bnn_bop": "Larq BNN (Bop, latent-free)",
+    "float": "full precision",
+}
+
+
+def define_flags() -> None:
+    train_lib.define_flags()
+    flags.DEFINE_list("methods", ["pabt", "abc", "bnn", "bnn_bop", "float"], "Methods.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+    flags.DEFINE_boolean("rerun", False, "Retrain runs that already have results.json.")
+    flags.DEFINE_integer("threads", 0, "TF intra-op threads per run (0 = TF default).")
+
+
+def _as_flag(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return f"--{key}={'true' if value else 'false'}"
+    if isinstance(value, dict):
+        import json
+
+        return f"--{key}={json.dumps(value)}"
+    return f"--{key}={value}"
+
+
+def run_one(config: dict[str, Any], log_path: str, threads: int = 0) -> dict[str, Any]:
+    """Run `experiments.train` with `config` in a subprocess; return its results."""
+    args = [sys.executable, "-m", "experiments.train"]
+    args += [a for a in (_as_flag(k, v) for k, v in config.items()) if a]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if threads:
+        env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "w") as log:
+        log.write(" ".join(shlex.quote(a) for a in args) + "\n")
+        log.flush()
+        code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    results_path = os.path.join(config["output_dir"], "results.json")
+    if code != 0 or not os.path.exists(results_path):
+        raise RuntimeError(f"training run failed (exit {code}); see {log_path}")
+    return read_json(results_path)
+
+
+def _mean_std(values):
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if not len(values):
+        return None, None
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def aggregate(results: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """One row per method from its runs' results."""
+    rows = []
+    for method, runs in results.items():
+        accs = [r["test_accuracy"] for r in runs]
+        mean, std = _mean_std(accs)
+        first = runs[0]
+        row = {
+            "method": method,
+            "label": LABELS.get(method, method),
+            "seeds": [r["config"]["seed"] for r in runs],
+            "accuracies": accs,
+            "accuracy_mean": mean,
+            "accuracy_std": std,
+            "bops": first.get("bops"),
+            "binary_macs": first.get("binary_macs"),
+            "float_macs": first.get("float_macs"),
+            "ops": first.get("ops"),
+            "params": first.get("params"),
+            "mean_binary_convs": _mean_std([r.get("mean_binary_convs") for r in runs])[0],
+            "keras_file_bytes": first.get("keras_file_bytes"),
+            "weight_bytes": first.get("weight_bytes"),
+            "flatbuffer_bytes": first.get("flatbuffer_bytes"),
+            "bconvs_in_flatbuffer": first.get("found_bconvs"),
+            "verified": all(r.get("verification", {}).get("ok", False) for r in runs),
+            "max_abs_diff": max(r.get("verification", {}).get("max_abs_diff", np.inf) for r in runs),
+            "minutes_per_run": _mean_std([r.get("train_seconds") for r in runs])[0] / 60,
+        }
+        rows.append(row)
+    return rows
+
+
+def _fmt_int(v):
+    return "—" if v is None else f"{v / 1e6:.2f} M"
+
+
+def _fmt_kib(v):
+    return "—" if v is None else f"{v / 1024:.1f} KiB"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| method | test accuracy (%) mean ± std | per seed | mean binary convs | binary MACs (BOPs) | float MACs | Keras model (.keras) | flatbuffer | LceBconv2d | LCE vs Keras | min / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        seeds = ", ".join(f"{100 * a:.2f}" for a in r["accuracies"])
+        mbc = "—" if r["mean_binary_convs"] is None else f"{r['mean_binary_convs']:.2f}"
+        check = f"ok (max diff {r['max_abs_diff']:.1e})" if r["verified"] else "FAILED"
+        lines.append(
+            f"| {r['label']} | **{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}** | "
+            f"{seeds} | {mbc} | {_fmt_int(r['bops'])} | {_fmt_int(r['float_macs'])} | "
+            f"{_fmt_kib(r['keras_file_bytes'])} | {_fmt_kib(r['flatbuffer_bytes'])} | "
+            f"{r['bconvs_in_flatbuffer'] if r['bconvs_in_flatbuffer'] is not None else '—'} | "
+            f"{check} | {r['minutes_per_run']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict[str, Any]]) -> list[str]:
+    """The accuracy goal, evaluated on the measured numbers."""
+    by = {r["method"]: r for r in rows}
+    out = []
+    if "pabt" in by and "bnn" in by:
+        gap = 100 * (by["pabt"]["accuracy_mean"] - by["bnn"]["accuracy_mean"])
+        out.append(
+            f"PaBT's BNN vs Larq STE BNN: {gap:+.2f} p.p. (goal ≥ +1.00): "
+            + ("met" if gap >= 1.0 else "NOT met")
+        )
+    if "pabt" in by and "bnn_bop" in by:
+        gap = 100 * (by["pabt"]["accuracy_mean"] - by["bnn_bop"]["accuracy_mean"])
+        out.append(
+            f"PaBT's BNN vs Bop BNN: {gap:+.2f} p.p. (goal ≥ 0): " + ("met" if gap >= 0 else "NOT met")
+        )
+    return out
+
+
+def write_report(rows, output_dir: str, command: str, config: dict) -> str:
+    from experiments.plots import plot_comparison
+
+    table = markdown_table(rows)
+    lines = verdict(rows)
+    plot_comparison(rows, os.path.join(output_dir, "comparison.png"),
+                    f"{config['dataset']} / {config['model']}: test accuracy over seeds")
+    text = "\n".join(
+        [
+            f"# {config['dataset']} / {config['model']}: binarization methods compared",
+            "",
+            table,
+            "",
+            *[f"- {line}" for line in lines],
+            "",
+            "Accuracy: top-1 on the full test set after the last epoch (no checkpoint "
+            "selection), std over seeds with ddof=1. Binary MACs per image (1-bit × 1-bit, "
+            "= BOPs). Keras model size: the `.keras` file after training; flatbuffer: the "
+            "LCE TFLite model (`.tflite`), verified against Keras with LCE's interpreter on "
+            f"{config['verify_samples']} test images.",
+            "",
+            "Command:",
+            "",
+            "```",
+            command,
+            "```",
+        ]
+    )
+    with open(os.path.join(output_dir, "table.md"), "w") as f:
+        f.write(text + "\n")
+    write_json(os.path.join(output_dir, "summary.json"),
+               {"rows": rows, "verdict": lines, "command": command, "config": config})
+    return text
+
+
+def main(argv):
+    del argv
+    base = train_lib.config_from_flags()
+    output_dir = os.path.abspath(FLAGS.output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    command = "python -m experiments.compare " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with open(os.path.join(output_dir, "COMMAND.txt"), "w") as f:
+        f.write(command + "\n")
+    results: dict[str, list[dict]] = {}
+    order = [(seed, method) for seed in FLAGS.seeds for method in FLAGS.methods]
+    start = time.time()
+    for seed, method in order:
+        run_dir = os.path.join(output_dir, "runs", f"{method}_s{seed}")
+        config = dict(base, method=method, seed=int(seed), output_dir=run_dir, verbose=2)
+        done = os.path.join(run_dir, "results.json")
+        if os.path.exists(done) and not FLAGS.rerun:
+            result = read_json(done)
+            print(f"[reuse] {method} seed {seed}: {100 * result['test_accuracy']:.2f} %", flush=True)
+        else:
+            t = time.time()
+            print(f"[run] {method} seed {seed} -> {run_dir}", flush=True)
+            result = run_one(config, os.path.join(run_dir, "train.log"), FLAGS.threads)
+            print(f"[done] {method} seed {seed}: {100 * result['test_accuracy']:.2f} % in "
+                  f"{(time.time() - t) / 60:.1f} min (total {(time.time() - start) / 60:.1f} min)",
+                  flush=True)
+        results.setdefault(method, []).append(result)
+        # Partial report after every run: an interrupted comparison still has a table.
+        rows = aggregate({m: results[m] for m in FLAGS.methods if m in results})
+        text = write_report(rows, output_dir, command, base)
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,464 @@
+"""Train one model of the zoo with one method, convert it, and write a run directory.
+
+    python -m experiments.train --dataset fashion_mnist --model fmnist_cnn --method pabt \\
+        --epochs 6 --output_dir runs/fmnist_pabt_s0
+
+The run directory gets:
+
+    checkpoints/epoch_XXX.*   weights after every epoch (TF checkpoint format)
+    tensorboard/              Keras scalars (+ pabt/: mean binary convs, active convs per
+                              layer, importance histograms)
+    history.json              per-epoch metrics, active binary convs per layer, masks,
+                              pruning events
+    pruning.png               pruning trajectory: mean binary convs and validation accuracy
+                              per epoch, per-layer heatmap of surviving binary convs, masks
+    model.keras               the trained Keras model
+    model.tflite              the LCE flatbuffer (PaBT/ABC: `pabt.export`; BNNs: LCE)
+    results.json              test accuracy, binary MACs/BOPs, sizes, verification, timing
+
+Methods: `pabt` (pruned to a BNN during training), `abc` (ABC-Net 3/3, fixed), `bnn`
+(Larq STE), `bnn_bop` (Larq BNN trained with Bop), `float`; see `pabt_tf.models`.
+The pruning schedule is given in fractions of the total training steps
+(`--prune_begin`, `--prune_end`), so it scales with `--epochs` and `--steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from experiments.common import model_costs, write_json
+from experiments.plots import plot_run
+from pabt_tf import models as zoo
+from pabt_tf.data import DATASETS, load_datasets
+from pabt_tf.layers import pabt_layers
+
+FLAGS = flags.FLAGS
+
+# Every flag is also a key of the config dict `train()` takes.
+DEFAULTS: dict[str, Any] = dict(
+    dataset="fashion_mnist",
+    data_dir=None,
+    model="fmnist_cnn",
+    method="pabt",
+    epochs=6,
+    steps=None,
+    batch_size=128,
+    learning_rate=2e-3,
+    lr_schedule="cosine",
+    weight_decay=0.0,
+    weight_bases=3,
+    activation_bases=3,
+    latent_weights=True,
+    criterion="taylor",
+    importance_momentum=0.9,
+    prune_schedule="polynomial",
+    prune_begin=0.1,
+    prune_end=0.6,
+    prune_power=3.0,
+    prune_frequency=None,
+    target_per_layer=1,
+    ranking="global",
+    normalization="sum",
+    mac_weighted=False,
+    decay_steps=0,
+    budget=None,
+    bop_threshold=1e-8,
+    bop_gamma=1e-4,
+    validation_size=5000,
+    train_limit=None,
+    validation_limit=None,
+    test_limit=None,
+    augment=True,
+    seed=0,
+    output_dir="runs/run",
+    verify_samples=200,
+    convert=True,
+    save_model=True,
+    verbose=2,
+    model_kwargs=None,
+    evaluate_mbn=False,
+)
+
+
+def define_flags() -> None:
+    """Define the absl flags (idempotent)."""
+    if "method" in FLAGS:
+        return
+    flags.DEFINE_enum("dataset", DEFAULTS["dataset"], list(DATASETS), "Data set.")
+    flags.DEFINE_string("data_dir", None, "tfds data directory (cifar10, imagenet2012, "
+                        "cityscapes) or Fashion-MNIST IDX folder (default: Debian's).")
+    flags.DEFINE_enum("model", DEFAULTS["model"], list(zoo.MODELS), "Zoo model.")
+    flags.DEFINE_enum("method", DEFAULTS["method"], list(zoo.METHODS), "Binarization method.")
+    flags.DEFINE_integer("epochs", DEFAULTS["epochs"], "Training epochs.")
+    flags.DEFINE_integer("steps", None, "Steps per epoch (default: the whole training set).")
+    flags.DEFINE_integer("batch_size", DEFAULTS["batch_size"], "Batch size.")
+    flags.DEFINE_float("learning_rate", DEFAULTS["learning_rate"], "Adam learning rate.")
+    flags.DEFINE_enum("lr_schedule", DEFAULTS["lr_schedule"], ["cosine", "constant"],
+                      "Learning-rate schedule over all training steps.")
+    flags.DEFINE_float("weight_decay", 0.0, "Unused placeholder kept for recipes (0).")
+    flags.DEFINE_integer("weight_bases", 3, "PaBT: M, weight bases per layer.", short_name="M")
+    flags.DEFINE_integer("activation_bases", 3, "PaBT: N, activation bases per layer.",
+                         short_name="N")
+    flags.DEFINE_boolean("latent_weights", True, "PaBT: latent weights (Adam, STE) or "
+                         "latent-weight-free ±1 kernels trained by Bop.")
+    flags.DEFINE_enum("criterion", "taylor", ["taylor", "taylor_squared"], "Importance.")
+    flags.DEFINE_float("importance_momentum", 0.9, "Importance EMA momentum.")
+    flags.DEFINE_enum("prune_schedule", "polynomial", ["polynomial", "linear", "oneshot"],
+                      "Pruning schedule shape.")
+    flags.DEFINE_float("prune_begin", DEFAULTS["prune_begin"],
+                       "First pruning event, fraction of all training steps.")
+    flags.DEFINE_float("prune_end", DEFAULTS["prune_end"],
+                       "Last pruning event (network is a BNN), fraction of all steps.")
+    flags.DEFINE_float("prune_power", 3.0, "Polynomial schedule power.")
+    flags.DEFINE_integer("prune_frequency", None, "Steps between pruning events "
+                         "(default: the schedule span / 40, at least 1).")
+    flags.DEFINE_integer("target_per_layer", 1, "Binary convs each layer ends with (1 = BNN).")
+    flags.DEFINE_enum("ranking", "global", ["global", "layerwise"], "Pruning ranking.")
+    flags.DEFINE_enum("normalization", "sum", ["sum", "max", "none"],
+                      "Global ranking: per-layer importance normalisation.")
+    flags.DEFINE_boolean("mac_weighted", False, "Global ranking: weight scores by MACs.")
+    flags.DEFINE_integer("decay_steps", 0, "Soft pruning: gate decay steps (0 = hard).")
+    flags.DEFINE_float("budget", None, "Stop at this mean of binary convs per layer (MBN).")
+    flags.DEFINE_float("bop_threshold", 1e-8, "Bop threshold (bnn_bop, latent-free pabt).")
+    flags.DEFINE_float("bop_gamma", 1e-4, "Bop adaptivity rate gamma.")
+    flags.DEFINE_integer("validation_size", DEFAULTS["validation_size"],
+                         "Examples carved from train for validation (0 = test set).")
+    flags.DEFINE_integer("train_limit", None, "Use only this many training examples.")
+    flags.DEFINE_integer("validation_limit", None, "Use only this many validation examples.")
+    flags.DEFINE_integer("test_limit", None, "Use only this many test examples.")
+    flags.DEFINE_boolean("augment", True, "Training augmentation.")
+    flags.DEFINE_integer("seed", 0, "Random seed (init, split, shuffle, augmentation).")
+    flags.DEFINE_string("output_dir", DEFAULTS["output_dir"], "Run directory.")
+    flags.DEFINE_integer("verify_samples", 200, "Test images for LCE-vs-Keras verification.")
+    flags.DEFINE_boolean("convert", True, "Convert to an LCE flatbuffer and verify it.")
+    flags.DEFINE_boolean("save_model", True, "Save model.keras.")
+    flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 = progress bars).")
+    flags.DEFINE_boolean("evaluate_mbn", False, "PaBT: also measure the multi-base "
+                         "network's test accuracy just before the first pruning event.")
+    flags.DEFINE_string("model_kwargs", None, 'Extra model builder arguments as JSON, e.g. '
+                        '\'{"filters": [64, 64, 128, 128]}\'.')
+
+
+def config_from_flags() -> dict[str, Any]:
+    config = {key: getattr(FLAGS, key) for key in DEFAULTS if key in FLAGS}
+    if config.get("model_kwargs"):
+        config["model_kwargs"] = json.loads(config["model_kwargs"])
+    return config
+
+
+class EpochRecorder(tf.keras.callbacks.Callback):
+    """Records, per epoch, each PaBT layer's active binary convolutions and the lr.
+
+    List it after the `PaBTPruningCallback`, so it sees the epoch's final masks."""
+
+    def __init__(self):
+        super().__init__()
+        self.active: list[list[int]] = []
+        self.learning_rates: list[float] = []
+        self.epoch_seconds: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        layers = pabt_layers(self.model)
+        self.initial = [layer.active_binary_convs for layer in layers]
+        self.initial_mean = pabt_tf.mean_binary_convs(self.model) if layers else None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.time() - self._t)
+        self.active.append([layer.active_binary_convs for layer in pabt_layers(self.model)])
+        opt = self.model.optimizer
+        inner = getattr(opt, "default", None) or opt  # CaseOptimizer: its default (Adam)
+        lr = getattr(inner, "learning_rate", None)
+        if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
+            lr = lr(inner.iterations)
+        self.learning_rates.append(None if lr is None else float(tf.keras.backend.get_value(lr)))
+
+
+def accuracy(model: tf.keras.Model, dataset: tf.data.Dataset) -> float:
+    """Top-1 accuracy of `model` (inference mode) on a batched `(x, y)` dataset, computed
+    without touching the model's compiled metrics (safe inside `fit`)."""
+    correct = total = 0
+    for x, y in dataset:
+        pred = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
+        y = tf.cast(y, tf.int32)
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.int32)))
+        total += int(tf.size(y))
+    return correct / max(total, 1)
+
+
+class EvaluateBeforePruning(tf.keras.callbacks.Callback):
+    """Test accuracy of the unpruned multi-base network, measured at the beginning of the
+    first pruning event's batch (before the pruning callback acts: list it first)."""
+
+    def __init__(self, step: int, dataset: tf.data.Dataset):
+        super().__init__()
+        self.step, self.dataset = step, dataset
+        self.accuracy: float | None = None
+        self._seen = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._seen == self.step and self.accuracy is None:
+            self.accuracy = accuracy(self.model, self.dataset)
+        self._seen += 1
+
+
+def _schedule(config: dict, total_steps: int):
+    kind = config["prune_schedule"]
+    begin = int(round(config["prune_begin"] * total_steps))
+    extra = max(config["decay_steps"] - 1, 0)  # soft pruning clears d - 1 steps after
+    end = int(round(config["prune_end"] * total_steps))
+    end = min(max(end, begin + 1), total_steps - 1 - extra)
+    begin = min(begin, end - 1)
+    if begin < 0:
+        raise ValueError(
+            f"Too few training steps ({total_steps}) for the pruning schedule "
+            f"(begin {config['prune_begin']}, end {config['prune_end']})."
+        )
+    if kind == "oneshot":
+        return pabt_tf.schedules.OneShot(end)
+    frequency = config["prune_frequency"] or max(1, (end - begin) // 40)
+    if kind == "linear":
+        return pabt_tf.schedules.LinearDecay(begin, end, frequency=frequency)
+    return pabt_tf.schedules.PolynomialDecay(begin, end, config["prune_power"], frequency)
+
+
+def _loss(config: dict):
+    if config["dataset"] == "cityscapes":
+        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _verification_data(ds: tf.data.Dataset, n: int) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [(x.numpy(), y.numpy()) for x, y in ds.unbatch().take(n)]
+    return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs])
+
+
+def flatbuffer_accuracy(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of the flatbuffer run by LCE's interpreter."""
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    from pabt_tf.export import _default_indirect_bgemm
+
+    interpreter = Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=_default_indirect_bgemm())
+    out = np.asarray(interpreter.predict(images))
+    return float(np.mean(out.reshape(len(images), -1).argmax(-1) == labels.reshape(len(images))))
+
+
+def _convert(model, method: str, inputs: np.ndarray) -> dict[str, Any]:
+    """Flatbuffer + operator counts + LCE-vs-Keras verification."""
+    from pabt_tf import export
+
+    if method in ("pabt", "abc"):
+        report = export.convert_with_report(model, inputs, strict=False)
+        flatbuffer, verification = report.flatbuffer, report.verification
+        info = {
+            "op_counts": report.op_counts,
+            "expected_bconvs": report.expected_bconvs,
+            "found_bconvs": report.found_bconvs,
+            "problems": report.problems,
+        }
+    else:  # Larq / Keras models: LCE directly
+        import larq_compute_engine as lce
+
+        flatbuffer = lce.convert_keras_model(model)
+        verification = export.verify(model, flatbuffer, inputs)
+        counts = export.operator_counts(flatbuffer)
+        info = {"op_counts": counts, "found_bconvs": int(counts.get("LceBconv2d", 0))}
+    info["flatbuffer"] = flatbuffer
+    info["verification"] = {
+        "ok": verification.ok,
+        "samples": verification.samples,
+        "max_abs_diff": verification.max_abs_diff,
+        "mean_abs_diff": verification.mean_abs_diff,
+        "top1_agreement": verification.top1_agreement,
+        "interpreter": verification.interpreter,
+    }
+    return info
+
+
+def build(config: dict, input_shape, num_classes) -> tf.keras.Model:
+    """The zoo model of `config` (its method's layers), built."""
+    kwargs = dict(
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        weight_bases=config["weight_bases"],
+        activation_bases=config["activation_bases"],
+        latent_weights=config["latent_weights"],
+        **(config.get("model_kwargs") or {}),
+    )
+    if config["method"] == "pabt":
+        kwargs.update(criterion=config["criterion"], importance_momentum=config["importance_momentum"])
+    return zoo.build_model(config["model"], config["method"], **kwargs)
+
+
+def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
+    """Train, evaluate, convert; write the run directory; return the results dict.
+
+    # Arguments
+        config: keys of `DEFAULTS` (missing ones take the defaults).
+        extra_callbacks: more Keras callbacks for `fit`.
+    """
+    config = {**DEFAULTS, **config}
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown config keys {sorted(unknown)}.")
+    method = config["method"]
+    out = os.path.abspath(config["output_dir"])
+    os.makedirs(out, exist_ok=True)
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(config["seed"])
+
+    ds = load_datasets(
+        config["dataset"],
+        data_dir=config["data_dir"],
+        batch_size=config["batch_size"],
+        validation_size=config["validation_size"],
+        augment=config["augment"],
+        seed=config["seed"],
+        train_limit=config["train_limit"],
+        validation_limit=config["validation_limit"],
+        test_limit=config["test_limit"],
+    )
+    steps = config["steps"] or ds.steps_per_epoch
+    train_data = ds.train.repeat() if config["steps"] else ds.train
+    total_steps = steps * config["epochs"]
+
+    model = build(config, ds.input_shape, ds.num_classes)
+    lr = config["learning_rate"]
+    if config["lr_schedule"] == "cosine":
+        lr = tf.keras.optimizers.schedules.CosineDecay(lr, total_steps)
+    optimizer = zoo.get_optimizer(
+        method, lr, config["latent_weights"], config["bop_threshold"], config["bop_gamma"]
+    )
+    model.compile(optimizer, _loss(config), metrics=["accuracy"])
+
+    tb_dir = os.path.join(out, "tensorboard")
+    callbacks: list[tf.keras.callbacks.Callback] = []
+    pruning = None
+    mbn = None
+    if method == "pabt":
+        schedule = _schedule(config, total_steps)
+        if config["evaluate_mbn"]:
+            mbn = EvaluateBeforePruning(getattr(schedule, "begin_step", schedule.end_step), ds.test)
+            callbacks.append(mbn)
+        pruning = pabt_tf.PaBTPruningCallback(
+            schedule,
+            target_per_layer=config["target_per_layer"],
+            ranking=config["ranking"],
+            log_dir=tb_dir,
+            normalization=config["normalization"],
+            mac_weighted=config["mac_weighted"],
+            decay_steps=config["decay_steps"],
+            budget=config["budget"],
+        )
+        callbacks.append(pruning)
+    recorder = EpochRecorder()
+    callbacks += [
+        recorder,
+        tf.keras.callbacks.TensorBoard(tb_dir, write_graph=False, profile_batch=0),
+        tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(out, "checkpoints", "epoch_{epoch:03d}"), save_weights_only=True
+        ),
+    ]
+    callbacks += list(extra_callbacks)
+    start = time.time()
+    history = model.fit(
+        train_data,
+        epochs=config["epochs"],
+        steps_per_epoch=steps,
+        validation_data=ds.validation,
+        callbacks=callbacks,
+        verbose=config["verbose"],
+    )
+    train_seconds = time.time() - start
+    test_loss, test_accuracy = model.evaluate(ds.test, verbose=0)
+
+    layers = pabt_layers(model)
+    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
+    hist["epoch"] = list(history.epoch)
+    hist["epoch_seconds"] = recorder.epoch_seconds
+    hist["learning_rate"] = recorder.learning_rates
+    if layers:
+        hist["layer_names"] = [layer.name for layer in layers]
+        hist["active_per_layer"] = recorder.active
+        hist["initial_active"] = recorder.initial
+        hist["initial_mean_binary_convs"] = recorder.initial_mean
+        hist["final_masks"] = [layer.binary_conv_mask.astype(int) for layer in layers]
+        hist["final_importance"] = [layer.importance for layer in layers]
+        if pruning is not None:
+            hist["pruning_events"] = pruning.events
+            hist["schedule"] = tf.keras.utils.serialize_keras_object(pruning.schedule)
+    write_json(os.path.join(out, "history.json"), hist)
+    title = f"{config['model']} / {method} / seed {config['seed']}"
+    plot_path = plot_run(hist, os.path.join(out, "pruning.png"), title)
+
+    results: dict[str, Any] = {
+        "config": config,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "val_accuracy": hist.get("val_accuracy", [None])[-1],
+        "train_accuracy": hist.get("accuracy", [None])[-1],
+        "mean_binary_convs": pabt_tf.mean_binary_convs(model) if layers else None,
+        "mbn_test_accuracy": None if mbn is None else mbn.accuracy,
+        "unpruned_binary_macs": sum(l.num_binary_convs * l.binary_conv_macs() for l in layers)
+        if layers else None,
+        "active_binary_convs": [layer.active_binary_convs for layer in layers] or None,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / max(config["epochs"], 1),
+        "steps_per_epoch": steps,
+        "train_size": ds.train_size,
+        "plot": plot_path,
+        **model_costs(model),
+    }
+    if config["save_model"]:
+        path = os.path.join(out, "model.keras")
+        try:
+            model.save(path)
+            results["keras_file_bytes"] = os.path.getsize(path)
+        except Exception as err:  # report, do not lose the run
+            results["keras_save_error"] = f"{type(err).__name__}: {err}"
+    if config["convert"]:
+        try:
+            inputs, labels = _verification_data(ds.test, config["verify_samples"])
+            info = _convert(model, method, inputs)
+            if config["dataset"] != "cityscapes":
+                info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels)
+                info["keras_accuracy_on_verify_samples"] = accuracy(
+                    model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(64))
+            info["verify_samples"] = len(inputs)
+            path = os.path.join(out, "model.tflite")
+            with open(path, "wb") as f:
+                f.write(info.pop("flatbuffer"))
+            results.update(info)
+            results["tflite"] = path
+            results["flatbuffer_bytes"] = os.path.getsize(path)
+        except Exception as err:
+            results["convert_error"] = f"{type(err).__name__}: {err}"
+    write_json(os.path.join(out, "results.json"), results)
+    return results
+
+
+def main(argv):
+    del argv
+    results = train(config_from_flags())
+    summary = {k: results.get(k) for k in (
+        "test_accuracy", "mean_binary_convs", "binary_macs", "float_macs", "flatbuffer_bytes",
+        "keras_file_bytes", "train_seconds")}
+    summary["verified"] = results.get("verification", {}).get("ok")
+    print("RESULTS", summary, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

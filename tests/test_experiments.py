@@ -1,0 +1,125 @@
+"""Experiment programs: the quickstart end to end, a training run's outputs, cost
+accounting and the comparison table."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pabt_tf as pabt
+from experiments import compare, train
+from experiments.common import model_costs
+from experiments.plots import plot_comparison, plot_run
+from pabt_tf import models
+from pabt_tf.data import load_fashion_mnist, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quickstart_end_to_end_reduced(tmp_path):
+    out = tmp_path / "qs"
+    cmd = [sys.executable, "-m", "experiments.quickstart", "--epochs=1", "--steps=6",
+           "--train_limit=768", "--test_limit=256", "--verify_samples=64", f"--output_dir={out}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("model.tflite", "model.keras", "pruning.png", "history.json", "results.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert any((out / "checkpoints").iterdir()) and any((out / "tensorboard").iterdir())
+    # The printed table names the plot and the flatbuffer.
+    assert f"pruning plot : {out / 'pruning.png'}" in proc.stdout
+    assert f"flatbuffer   : {out / 'model.tflite'}" in proc.stdout
+    assert "PASSED" in proc.stdout and "9 → 1.00" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["mean_binary_convs"] == 1.0 and results["active_binary_convs"] == [1, 1, 1, 1]
+    assert results["verification"]["ok"] and results["found_bconvs"] == 4
+    assert results["binary_macs"] * 9 == results["unpruned_binary_macs"]
+    assert results["mbn_test_accuracy"] is not None
+    history = json.loads((out / "history.json").read_text())
+    assert history["initial_active"] == [9, 9, 9, 9] and history["active_per_layer"][-1] == [1, 1, 1, 1]
+    # Independent check: reload the saved model (no custom_objects) and verify the
+    # flatbuffer against it on real test images.
+    model = tf.keras.models.load_model(out / "model.keras")
+    assert pabt.mean_binary_convs(model) == 1.0
+    x, _ = load_fashion_mnist("test", limit=300)
+    x = (x[200:] - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
+    result = pabt.verify(model, (out / "model.tflite").read_bytes(), x)
+    assert result.ok and result.max_abs_diff <= 1e-3 and result.top1_agreement >= 0.99
+
+
+def test_train_bop_baseline_run_directory(tmp_path):
+    results = train.train(dict(
+        method="bnn_bop", epochs=1, steps=3, train_limit=384, validation_limit=128,
+        test_limit=128, verify_samples=16, output_dir=str(tmp_path), bop_gamma=1e-3,
+        model_kwargs={"filters": [8, 8, 16, 16], "stem_filters": 8},
+    ))  # fmt: skip
+    assert results["verification"]["ok"] and results["found_bconvs"] == 4
+    assert results["op_counts"]["LceBconv2d"] == 4
+    assert results["flatbuffer_bytes"] == os.path.getsize(tmp_path / "model.tflite")
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["mean_binary_convs"] is None
+    assert results["flatbuffer_accuracy"] == pytest.approx(results["keras_accuracy_on_verify_samples"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["config"]["method"] == "bnn_bop" and saved["binary_macs"] == results["binary_macs"]
+    assert (tmp_path / "pruning.png").stat().st_size > 0
+
+
+def test_model_costs_count_active_binary_convolutions():
+    kwargs = dict(filters=(8, 8, 16, 16), stem_filters=4)
+    bnn = models.fmnist_cnn("bnn", **kwargs)
+    flt = models.fmnist_cnn("float", **kwargs)
+    mbn = models.fmnist_cnn("pabt", weight_bases=2, activation_bases=3, **kwargs)
+    c_bnn, c_float, c_mbn = model_costs(bnn), model_costs(flt), model_costs(mbn)
+    # 14x14x(3x3x4x8) + 14x14x(3x3x8x8) + 7x7x(3x3x8x16) + 7x7x(3x3x16x16)
+    expected = 14 * 14 * 9 * (4 * 8 + 8 * 8) + 7 * 7 * 9 * (8 * 16 + 16 * 16)
+    assert c_bnn["binary_macs"] == expected == c_bnn["bops"]
+    assert c_mbn["binary_macs"] == 6 * expected
+    assert c_float["binary_macs"] == 0
+    assert c_float["float_macs"] == c_bnn["float_macs"] + expected
+    for layer in pabt.pabt_layers(mbn):
+        layer.set_binary_conv_mask(np.eye(2, 3))
+    assert model_costs(mbn)["binary_macs"] == 2 * expected
+    assert c_bnn["ops"] == pytest.approx(c_bnn["float_macs"] + expected / 64)
+
+
+def test_schedule_fractions_become_steps():
+    config = dict(train.DEFAULTS, prune_begin=0.1, prune_end=0.6, decay_steps=0)
+    schedule = train._schedule(config, 1000)
+    assert (schedule.begin_step, schedule.end_step, schedule.frequency) == (100, 600, 12)
+    # The network must be a BNN before training ends, soft pruning included.
+    late = train._schedule(dict(config, prune_end=1.0, decay_steps=5), 100)
+    assert late.end_step + 5 - 1 <= 99
+    assert isinstance(train._schedule(dict(config, prune_schedule="oneshot"), 50),
+                      pabt.schedules.OneShot)  # fmt: skip
+
+
+def test_comparison_table_and_verdict_from_results(tmp_path):
+    def run(method, seed, acc):
+        return {"config": {"seed": seed}, "test_accuracy": acc, "bops": 100, "binary_macs": 100,
+                "float_macs": 5, "flatbuffer_bytes": 2048, "keras_file_bytes": 4096,
+                "found_bconvs": 4, "verification": {"ok": True, "max_abs_diff": 1e-6},
+                "train_seconds": 120.0, "mean_binary_convs": 1.0 if method == "pabt" else None}  # fmt: skip
+
+    results = {
+        "pabt": [run("pabt", s, a) for s, a in enumerate((0.90, 0.92, 0.91))],
+        "bnn": [run("bnn", s, a) for s, a in enumerate((0.89, 0.90, 0.91))],
+        "bnn_bop": [run("bnn_bop", s, a) for s, a in enumerate((0.92, 0.92, 0.92))],
+    }
+    rows = compare.aggregate(results)
+    assert rows[0]["accuracy_mean"] == pytest.approx(0.91)
+    assert rows[0]["accuracy_std"] == pytest.approx(0.01)
+    table = compare.markdown_table(rows)
+    assert "**91.00 ± 1.00**" in table and "90.00, 92.00, 91.00" in table and "2.0 KiB" in table
+    lines = compare.verdict(rows)
+    assert lines[0].startswith("PaBT's BNN vs Larq STE BNN: +1.00 p.p.") and lines[0].endswith("met")
+    assert lines[1].startswith("PaBT's BNN vs Bop BNN: -1.00 p.p.") and lines[1].endswith("NOT met")
+    path = plot_comparison(rows, str(tmp_path / "c.png"))
+    assert os.path.getsize(path) > 0
+    hist = {"epoch": [0, 1], "val_accuracy": [0.5, 0.6], "accuracy": [0.4, 0.6],
+            "mean_binary_convs": [3.0, 1.0], "initial_mean_binary_convs": 9.0,
+            "layer_names": ["a", "b"], "active_per_layer": [[3, 3], [1, 1]],
+            "initial_active": [9, 9], "final_masks": [np.eye(3)[:, :1].tolist()] * 2}  # fmt: skip
+    assert os.path.getsize(plot_run(hist, str(tmp_path / "r.png"))) > 0
