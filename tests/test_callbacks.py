@@ -108,7 +108,7 @@ def test_pruning_to_bnn_learns(fmnist_small, latent_weights):
     model.fit(x[:2560], y[:2560], batch_size=32, epochs=1, verbose=0, callbacks=[callback])
     assert [layer.active_binary_convs for layer in pabt.pabt_layers(model)] == [1, 1]
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    assert accuracy > 0.55  # chance is 0.1; measured 0.72-0.75 on two seeds
+    assert accuracy > 0.55  # chance is 0.1; measured 0.74 (Adam) and 0.73 (Bop)
 
 
 def _dense_model(model_cls=tf.keras.Model):
