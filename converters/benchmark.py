@@ -502,12 +502,15 @@ def run_host(args, flatbuffer: bytes, twins: dict[str, bytes]) -> int:
     return EXIT_OK
 
 
+def _check_device_arg(device: list[str]) -> None:
+    kind = device[0]
+    if kind not in ("adb", "ssh") or len(device) != (1 if kind == "adb" else 2):
+        raise CliError(f"--device must be `adb` or `ssh HOST`, got {' '.join(device)!r}.")
+
+
 def run_device(args, flatbuffer: bytes, twins: dict[str, bytes]) -> int:
+    _check_device_arg(args.device)
     device = args.device[0]
-    if device not in ("adb", "ssh") or (device == "adb" and len(args.device) != 1) or (
-        device == "ssh" and len(args.device) != 2
-    ):
-        raise CliError(f"--device must be `adb` or `ssh HOST`, got {' '.join(args.device)!r}.")
     host = args.device[1] if device == "ssh" else None
     if not args.dry_run:
         check_device_tools(device, args.benchmark_binary)
@@ -549,8 +552,7 @@ def run(args) -> int:
     if any(t < 1 for t in args.threads):
         raise CliError(f"--threads must be positive, got {args.threads}.")
     if args.device:
-        if args.device[0] not in ("adb", "ssh"):
-            raise CliError(f"--device must be `adb` or `ssh HOST`, got {' '.join(args.device)!r}.")
+        _check_device_arg(args.device)
         if not args.dry_run:
             check_device_tools(args.device[0], args.benchmark_binary)
     import pabt_tf  # noqa: F401

@@ -73,6 +73,7 @@ def load_keras_model(path: str):
     import pabt_tf  # noqa: F401  (Keras 2 + registered custom objects)
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # "compiled the loaded model..." chatter
     if not os.path.exists(path):
         raise CliError(f"model {path!r} does not exist.")
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
