@@ -422,15 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (host)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per round (host)")
     parser.add_argument(
-        "--device", nargs="+", metavar="adb|ssh HOST",
-        help="run on a board: `--device adb` or `--device ssh user@host`",
+        "--device", nargs="+", metavar="DEVICE",
+        help="run on a board: `--device adb` (Android) or `--device ssh user@host` (Raspberry Pi, ARM Linux)",
     )  # fmt: skip
     parser.add_argument("--benchmark-binary", help="local lce_benchmark_model for the board")
     parser.add_argument("--remote-dir", help="directory on the board (default per device)")
     parser.add_argument("--adb-serial", help="adb device serial (adb -s)")
     parser.add_argument(
         "--benchmark-args", default="",
-        help="extra lce_benchmark_model flags, quoted (e.g. '--num_runs=100')",
+        help="extra lce_benchmark_model flags, e.g. --benchmark-args='--num_runs=100 --warmup_runs=10'",
     )  # fmt: skip
     parser.add_argument(
         "--dry-run", action="store_true", help="print the device commands, do not run them"

@@ -201,8 +201,9 @@ def _foldable_batchnorm(context) -> tf.keras.layers.BatchNormalization | None:
         return None
     axis = bn.axis if isinstance(bn.axis, (list, tuple)) else [bn.axis]
     rank = len(context.ref_input.shape)
-    if [a % rank for a in axis] != [rank - 1] or len(bn._inbound_nodes) != 1:
-        return None
+    original = context.ref_input._keras_history.layer
+    if [a % rank for a in axis] != [rank - 1] or len(original._inbound_nodes) != 1:
+        return None  # another axis, or a shared BatchNorm (its other calls need beta)
     return bn
 
 

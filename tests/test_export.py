@@ -185,6 +185,24 @@ def test_strip_pabt_folds_threshold_into_exclusive_batchnorm(trained):
     )  # fmt: skip
 
 
+def test_strip_pabt_keeps_shift_when_batchnorm_output_is_shared():
+    inp = tf.keras.Input((8, 8, 4))
+    bn = L.BatchNormalization()
+    h = bn(inp)
+    conv = PaBTConv2D(4, 3, padding="same", weight_bases=2, activation_bases=2)
+    model = tf.keras.Model(inp, L.Add()([h, conv(h)]))  # residual: BN output used twice
+    bn.set_weights([np.full(4, 1.5), np.full(4, 0.2), np.zeros(4), np.ones(4)])
+    conv.set_binary_conv_mask([[False, True], [False, False]])
+    conv.input_quantizer.thresholds.assign([0.0, 0.3])
+    stripped = strip_pabt(model)
+    assert [l.name for l in stripped.layers if isinstance(l, ThresholdShift)] == [
+        f"{conv.name}/n1_shift"
+    ]
+    np.testing.assert_array_equal(stripped.get_layer(bn.name).beta.numpy(), np.full(4, 0.2, np.float32))
+    x = np.random.default_rng(0).standard_normal((8, 8, 8, 4)).astype(np.float32)
+    assert_same_function(model, stripped, x)
+
+
 def test_strip_pabt_shares_shift_per_activation_base(trained):
     model, _ = trained
     set_masks(model, MIXED_MASKS)
