@@ -84,6 +84,7 @@ DEFAULTS: dict[str, Any] = dict(
     save_model=True,
     verbose=2,
     model_kwargs=None,
+    data_kwargs=None,
     evaluate_mbn=False,
 )
 
@@ -143,14 +144,17 @@ def define_flags() -> None:
     flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 = progress bars).")
     flags.DEFINE_boolean("evaluate_mbn", False, "PaBT: also measure the multi-base "
                          "network's test accuracy just before the first pruning event.")
+    flags.DEFINE_string("data_kwargs", None, 'Extra data loader arguments as JSON, e.g. '
+                        '\'{"image_size": [256, 512]}\' for cityscapes.')
     flags.DEFINE_string("model_kwargs", None, 'Extra model builder arguments as JSON, e.g. '
                         '\'{"filters": [64, 64, 128, 128]}\'.')
 
 
 def config_from_flags() -> dict[str, Any]:
     config = {key: getattr(FLAGS, key) for key in DEFAULTS if key in FLAGS}
-    if config.get("model_kwargs"):
-        config["model_kwargs"] = json.loads(config["model_kwargs"])
+    for key in ("model_kwargs", "data_kwargs"):
+        if config.get(key):
+            config[key] = json.loads(config[key])
     return config
 
 
@@ -191,8 +195,9 @@ def accuracy(model: tf.keras.Model, dataset: tf.data.Dataset) -> float:
     for x, y in dataset:
         pred = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
         y = tf.cast(y, tf.int32)
-        correct += int(tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.int32)))
-        total += int(tf.size(y))
+        valid = tf.not_equal(y, 255)  # segmentation's ignore label
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(pred, y) & valid, tf.int32)))
+        total += int(tf.reduce_sum(tf.cast(valid, tf.int32)))
     return correct / max(total, 1)
 
 
@@ -236,6 +241,29 @@ def _loss(config: dict):
     if config["dataset"] == "cityscapes":
         return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
     return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _metrics(config: dict, num_classes: int) -> list:
+    if config["dataset"] == "cityscapes":
+        # Pixel accuracy and mean IoU over the labelled pixels (255 = ignore).
+        return [
+            PixelAccuracy(name="accuracy"),
+            tf.keras.metrics.MeanIoU(num_classes, name="mean_iou", sparse_y_pred=False, ignore_class=255),
+        ]
+    return ["accuracy"]
+
+
+class PixelAccuracy(tf.keras.metrics.Mean):
+    """Top-1 accuracy over the pixels whose label is not 255 (Cityscapes' ignore label)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.cast(y_true, tf.int32)
+        if y_true.shape.rank == y_pred.shape.rank:
+            y_true = tf.squeeze(y_true, -1)
+        pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
+        valid = tf.cast(tf.not_equal(y_true, 255), tf.float32)
+        correct = tf.cast(tf.equal(pred, y_true), tf.float32)
+        return super().update_state(correct, sample_weight=valid)
 
 
 def _verification_data(ds: tf.data.Dataset, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -328,6 +356,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         train_limit=config["train_limit"],
         validation_limit=config["validation_limit"],
         test_limit=config["test_limit"],
+        **(config["data_kwargs"] or {}),
     )
     steps = config["steps"] or ds.steps_per_epoch
     train_data = ds.train.repeat() if config["steps"] else ds.train
@@ -340,7 +369,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
     optimizer = zoo.get_optimizer(
         method, lr, config["latent_weights"], config["bop_threshold"], config["bop_gamma"]
     )
-    model.compile(optimizer, _loss(config), metrics=["accuracy"])
+    model.compile(optimizer, _loss(config), metrics=_metrics(config, ds.num_classes))
 
     tb_dir = os.path.join(out, "tensorboard")
     callbacks: list[tf.keras.callbacks.Callback] = []
@@ -381,7 +410,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         verbose=config["verbose"],
     )
     train_seconds = time.time() - start
-    test_loss, test_accuracy = model.evaluate(ds.test, verbose=0)
+    test = model.evaluate(ds.test, verbose=0, return_dict=True)
 
     layers = pabt_layers(model)
     hist = {key: [float(v) for v in values] for key, values in history.history.items()}
@@ -404,8 +433,9 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "config": config,
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
+        "test_accuracy": float(test.get("accuracy", np.nan)),
+        "test_loss": float(test["loss"]),
+        "test_mean_iou": float(test["mean_iou"]) if "mean_iou" in test else None,
         "val_accuracy": hist.get("val_accuracy", [None])[-1],
         "train_accuracy": hist.get("accuracy", [None])[-1],
         "mean_binary_convs": pabt_tf.mean_binary_convs(model) if layers else None,
@@ -431,7 +461,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         try:
             inputs, labels = _verification_data(ds.test, config["verify_samples"])
             info = _convert(model, method, inputs)
-            if config["dataset"] != "cityscapes":
+            if config["dataset"] != "cityscapes":  # classification only
                 info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels)
                 info["keras_accuracy_on_verify_samples"] = accuracy(
                     model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(64))

@@ -123,3 +123,36 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
             "layer_names": ["a", "b"], "active_per_layer": [[3, 3], [1, 1]],
             "initial_active": [9, 9], "final_masks": [np.eye(3)[:, :1].tolist()] * 2}  # fmt: skip
     assert os.path.getsize(plot_run(hist, str(tmp_path / "r.png"))) > 0
+
+
+@pytest.mark.slow
+def test_paper_recipes_run_on_tiny_prepared_tfds_data(tmp_path):
+    """The CIFAR-10 and Cityscapes recipes, end to end on tiny data in the tfds format."""
+    from test_data import _store
+
+    rng = np.random.default_rng(0)
+    cifar = [{"id": f"x{i}", "image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+              "label": i % 10} for i in range(24)]  # fmt: skip
+    _store("cifar10", {"train": cifar[:16], "test": cifar[16:]}, tmp_path)
+    results = train.train(dict(
+        dataset="cifar10", data_dir=str(tmp_path), model="resnet20", method="pabt",
+        model_kwargs={"width": 4}, epochs=2, batch_size=4, validation_size=0,
+        verify_samples=8, output_dir=str(tmp_path / "cifar_run"), save_model=False,
+    ))  # fmt: skip
+    assert results["mean_binary_convs"] == 1.0 and results["found_bconvs"] == 18
+    assert results["verification"]["ok"] and results["train_size"] == 16
+
+    label = np.zeros((1024, 2048, 1), np.uint8)
+    label[:512], label[512:, :1024] = 7, 26
+    city = [{"image_id": f"c{i}", "image_left": np.full((1024, 2048, 3), 60 * i, np.uint8),
+             "segmentation_label": label} for i in range(3)]  # fmt: skip
+    _store("cityscapes", {"train": city[:2], "validation": city[2:]}, tmp_path,
+           config="semantic_segmentation")  # fmt: skip
+    results = train.train(dict(
+        dataset="cityscapes", data_dir=str(tmp_path), model="segmentation_resnet18",
+        method="bnn", model_kwargs={"width": 4, "decoder_filters": 8}, epochs=1, batch_size=2,
+        data_kwargs={"image_size": [64, 128]},
+        validation_size=0, verify_samples=1, output_dir=str(tmp_path / "city_run"), save_model=False,
+    ))  # fmt: skip
+    assert 0.0 <= results["test_mean_iou"] <= 1.0 and 0.0 <= results["test_accuracy"] <= 1.0
+    assert results["verification"]["max_abs_diff"] < 1e-3 and results["found_bconvs"] == 16
