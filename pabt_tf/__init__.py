@@ -17,5 +17,6 @@ from pabt_tf import callbacks, schedules  # noqa: E402
 from pabt_tf.callbacks import PaBTPruningCallback  # noqa: E402
 from pabt_tf import export  # noqa: E402
 from pabt_tf.export import convert, strip_pabt, verify  # noqa: E402
+from pabt_tf import data, models  # noqa: E402
 
 __version__ = "0.1.0"
