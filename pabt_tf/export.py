@@ -27,7 +27,7 @@ import platform
 import re
 import warnings
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any
 
 import larq as lq
 import numpy as np
@@ -736,7 +736,9 @@ _FLOAT_REASON = (
 )
 
 
-def check_binary_convs(stripped: tf.keras.Model, flatbuffer: bytes) -> tuple[list[BinaryConvCheck], list[str], list[str]]:
+def check_binary_convs(
+    stripped: tf.keras.Model, flatbuffer: bytes
+) -> tuple[list[BinaryConvCheck], list[str], list[str]]:
     """Match the binary `QuantConv2D` layers of a (stripped) model to the flatbuffer.
 
     Every binary convolution is identified by its signature
