@@ -147,12 +147,17 @@ def test_conv_equals_explicit_sum(padding, strides, dilation, bases, latent):
     assert worst <= 1e-4
 
 
-@pytest.mark.parametrize("bases,latent", BASES, ids=BASE_IDS)
-def test_conv_equals_explicit_sum_in_graph_mode(bases, latent):
+@pytest.mark.parametrize(
+    "bases,latent,N",
+    [("independent", True, 3), ("independent", False, 3), ("abc", True, 3),
+     ("independent", True, 5)],  # N > 4: the chained-cond path instead of one per pattern
+    ids=BASE_IDS + ["N5"],
+)
+def test_conv_equals_explicit_sum_in_graph_mode(bases, latent, N):
     """Inside a compiled model (dynamic mask in a tf.function), every mask works
     without retracing, including fully pruned activation and weight bases."""
     rng = np.random.default_rng(1)
-    layer = make_conv(3, 3, bases, latent, padding="same", per_channel_thresholds=True)
+    layer = make_conv(3, N, bases, latent, padding="same", per_channel_thresholds=True)
     model = tf.keras.Sequential([tf.keras.Input((7, 7, 4)), layer])
     run = tf.function(model)
     x = rng.normal(size=(2, 7, 7, 4)).astype(np.float32)
@@ -162,7 +167,11 @@ def test_conv_equals_explicit_sum_in_graph_mode(bases, latent):
         np.array([[0, 0, 0], [0, 1, 1], [0, 0, 0]], bool),  # weight bases 0, 2 gone
         np.eye(3, dtype=bool),
         np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]], bool),  # one binary convolution
+        np.array([[0, 1, 0], [0, 0, 0], [0, 0, 1]], bool),
     ]
+    masks = [np.concatenate([m, np.zeros((3, N - 3), bool)], axis=1) for m in masks]
+    if N > 3:
+        masks.append(np.eye(3, N, k=N - 3, dtype=bool))  # only the bases beyond 3
     for mask in masks:
         randomize(layer, rng, mask)
         np.testing.assert_allclose(run(x), reference_output(layer, x), atol=1e-4)

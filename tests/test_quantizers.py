@@ -76,6 +76,34 @@ def test_multibase_sign_forward_order_and_gradient():
     np.testing.assert_allclose(tape.gradient(y, x)[0], (np.abs(s) <= 1).sum(axis=0))
 
 
+@pytest.mark.parametrize("clip", [1.0, 2.0, None])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fused_ste_sign_equals_larq_ste_sign(clip, per_channel):
+    """The fused SteSign path gives Larq's ste_sign forward and gradients."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 3, 4)).astype(np.float32) * 2)
+    x = tf.tensor_scatter_nd_update(x, [[0, 0, 0]], [0.3])  # exactly θ: sign(0) = +1
+    upstream = tf.constant(rng.normal(size=(2, 3, 4)).astype(np.float32))
+    q = MultiBaseSign(3, per_channel=per_channel, pseudo_gradient=lq.quantizers.SteSign(clip))
+    q.build(x.shape)
+    theta = np.full(q.thresholds.shape, 0.3, np.float32)
+    theta[0] = -0.7
+    q.thresholds.assign(theta)
+    results = []
+    for fused in (True, False):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            t = tf.convert_to_tensor(q.thresholds)[1]
+            h = q.shifted_sign(x, t) if fused else lq.quantizers.ste_sign(x - t, clip_value=clip)
+            loss = tf.reduce_sum(h * upstream)
+        results.append([h, tape.gradient(loss, x), tape.gradient(loss, q.thresholds)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), rtol=1e-6, atol=1e-6)
+    assert results[0][0].numpy()[0, 0, 0] == 1.0
+    # NaN is not hidden.
+    assert np.isnan(q.shifted_sign(x, tf.constant(np.nan))).all()
+
+
 def test_random_sign():
     values = RandomSign(seed=3)((64, 64)).numpy()
     assert set(np.unique(values)) == {-1.0, 1.0}

@@ -1,0 +1,1 @@
+"""Experiments: absl-flags programs (training, comparisons, benchmarks)."""

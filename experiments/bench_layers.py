@@ -1,0 +1,218 @@
+r"""Training speed and memory of PaBT layers against a Larq BNN, in one run.
+
+Trains the same small conv net twice — its 4 binary 3×3 layers (64 channels) built of
+`PaBTConv2D` and of Larq `QuantConv2D` (ste_sign input and kernel, `pad_values=1.0`,
+`weight_clip`, the BNN baseline) — and prints PaBT / BNN ratios:
+
+- **step time**: the configurations are timed *interleaved* (rounds of one step of
+  each, in a rotating order); the ratio is the median over rounds of the per-round
+  ratio, so load from other processes on a shared machine hits all of them alike (the
+  ratio of the median step times is printed too);
+- **peak memory**: each configuration trains in its own subprocess; the ratio is of
+  peak RSS (`resource.getrusage(...).ru_maxrss`) and, because TensorFlow's own
+  footprint dominates that, also of the *training* part: peak RSS minus the RSS just
+  before the first training step.
+
+Configurations: `M = N = 3` unpruned (9 binary convolutions per layer) and every layer
+pruned to one binary convolution (a different `(m, n)` per layer, so the pruned path is
+the general one, not "base 0").
+
+    python -m experiments.bench_layers                      # 16×16 and 32×32, batch 64
+    python -m experiments.bench_layers --sizes=16 --steps=10 --nomemory
+
+Targets (issue #2): ≤ 2.5× the BNN step time at M = N = 3, ≤ 1.15× pruned to one conv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pabt_tf as pabt  # noqa: E402  (Keras 2 before TensorFlow)
+import larq as lq  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sizes", ["16", "32"], "Input sizes (square).")
+flags.DEFINE_integer("batch", 64, "Batch size.")
+flags.DEFINE_integer("channels", 64, "Channels of the binary layers.")
+flags.DEFINE_integer("layers", 4, "Number of binary 3×3 layers.")
+flags.DEFINE_integer("bases", 3, "M = N for the unpruned PaBT net.")
+flags.DEFINE_integer("steps", 20, "Timed training steps per configuration.")
+flags.DEFINE_integer("warmup", 3, "Untimed steps per configuration (tracing, allocation).")
+flags.DEFINE_boolean("latent_weights", True, "PaBT bases with latent kernels (else Bop-free ±1).")
+flags.DEFINE_boolean("memory", True, "Also measure peak memory (one subprocess per config).")
+flags.DEFINE_integer("threads", 0, "intra-op threads (0 = TensorFlow's default).")
+flags.DEFINE_string("json", None, "Also write the results as JSON to this path.")
+flags.DEFINE_string("_memory_config", None, "Internal: measure one config in this process.")
+
+CONFIGS = ("bnn", "pabt", "pabt_pruned")
+
+
+def build_model(kind: str, size: int, channels: int, layers: int, bases: int,
+                latent_weights: bool) -> tf.keras.Model:
+    """Float stem → `layers` × (binary 3×3 conv, BatchNorm) → pooling → dense."""
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((size, size, 3))
+    x = tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(inputs)
+    x = tf.keras.layers.BatchNormalization()(x)
+    for i in range(layers):
+        if kind == "bnn":
+            conv = lq.layers.QuantConv2D(
+                channels, 3, padding="same", pad_values=1.0, use_bias=False,
+                input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                kernel_constraint="weight_clip",
+            )
+        else:
+            conv = pabt.PaBTConv2D(
+                channels, 3, padding="same", weight_bases=bases, activation_bases=bases,
+                latent_weights=latent_weights,
+            )
+        x = conv(x)
+        x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    outputs = tf.keras.layers.Dense(10)(x)
+    model = tf.keras.Model(inputs, outputs, name=kind)
+    if kind == "pabt_pruned":
+        for i, layer in enumerate(pabt.pabt_layers(model)):
+            mask = np.zeros((bases, bases), bool)
+            mask[i % bases, (i + 1) % bases] = True  # one binary convolution per layer
+            layer.set_binary_conv_mask(mask)
+    return model
+
+
+def make_step(model: tf.keras.Model):
+    """A compiled training step (forward, loss, backward, Adam update)."""
+    optimizer = tf.keras.optimizers.legacy.Adam(1e-3)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
+def data(size: int, batch: int):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(batch, size, size, 3)).astype(np.float32))
+    y = tf.constant(rng.integers(0, 10, batch))
+    return x, y
+
+
+def time_interleaved(size: int) -> dict[str, np.ndarray]:
+    """Step times (s) per config, `steps` rounds of one step of each config in turn."""
+    steps, x_y = {}, data(size, FLAGS.batch)
+    for kind in CONFIGS:
+        model = build_model(kind, size, FLAGS.channels, FLAGS.layers, FLAGS.bases,
+                            FLAGS.latent_weights)
+        steps[kind] = make_step(model)
+        for _ in range(FLAGS.warmup):
+            steps[kind](*x_y).numpy()
+    times = {kind: [] for kind in CONFIGS}
+    for i in range(FLAGS.steps):
+        order = CONFIGS[i % len(CONFIGS):] + CONFIGS[: i % len(CONFIGS)]
+        for kind in order:
+            start = time.perf_counter()
+            steps[kind](*x_y).numpy()
+            times[kind].append(time.perf_counter() - start)
+    return {kind: np.asarray(t) for kind, t in times.items()}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def measure_memory_here(kind: str, size: int) -> dict[str, int]:
+    model = build_model(kind, size, FLAGS.channels, FLAGS.layers, FLAGS.bases,
+                        FLAGS.latent_weights)
+    step = make_step(model)
+    x_y = data(size, FLAGS.batch)
+    step.get_concrete_function(*x_y)  # trace before the baseline
+    before = _rss_bytes()
+    for _ in range(max(FLAGS.warmup, 3)):
+        step(*x_y).numpy()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak": peak, "train": peak - before}
+
+
+def measure_memory(kind: str, size: int) -> dict[str, int]:
+    """Run `measure_memory_here` in a fresh interpreter (its own peak RSS)."""
+    args = [sys.executable, "-m", "experiments.bench_layers", f"--_memory_config={kind}:{size}",
+            f"--batch={FLAGS.batch}", f"--channels={FLAGS.channels}",
+            f"--layers={FLAGS.layers}", f"--bases={FLAGS.bases}",
+            f"--latent_weights={FLAGS.latent_weights}", f"--warmup={FLAGS.warmup}",
+            f"--threads={FLAGS.threads}"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+    del argv
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    if FLAGS._memory_config:
+        kind, size = FLAGS._memory_config.split(":")
+        print(json.dumps(measure_memory_here(kind, int(size))))
+        return
+    print(f"{FLAGS.layers} binary 3x3 layers, {FLAGS.channels} channels, batch {FLAGS.batch}, "
+          f"PaBT M=N={FLAGS.bases} (latent_weights={FLAGS.latent_weights}); "
+          f"median of {FLAGS.steps} interleaved steps")
+    results = {}
+    for size in map(int, FLAGS.sizes):
+        t = time_interleaved(size)
+        med = {kind: float(np.median(v)) for kind, v in t.items()}
+        row = {
+            "bnn_ms": 1e3 * med["bnn"],
+            "pabt_ms": 1e3 * med["pabt"],
+            "pruned_ms": 1e3 * med["pabt_pruned"],
+            # Median of the per-round ratios: each round times the configs back to back,
+            # so load that drifts over the run cancels.
+            "time_ratio": float(np.median(t["pabt"] / t["bnn"])),
+            "pruned_time_ratio": float(np.median(t["pabt_pruned"] / t["bnn"])),
+            "time_ratio_of_medians": med["pabt"] / med["bnn"],
+            "pruned_time_ratio_of_medians": med["pabt_pruned"] / med["bnn"],
+        }
+        print(f"{size}x{size}: median step BNN {row['bnn_ms']:.1f} ms, PaBT M=N={FLAGS.bases} "
+              f"{row['pabt_ms']:.1f} ms, pruned to 1 conv {row['pruned_ms']:.1f} ms", flush=True)
+        print(f"{size}x{size}: step-time ratio PaBT/BNN {row['time_ratio']:.2f}x "
+              f"(target <= 2.5x) | pruned/BNN {row['pruned_time_ratio']:.2f}x "
+              f"(target <= 1.15x)   [ratio of medians {row['time_ratio_of_medians']:.2f}x, "
+              f"{row['pruned_time_ratio_of_medians']:.2f}x]", flush=True)
+        if FLAGS.memory:
+            mem = {kind: measure_memory(kind, size) for kind in CONFIGS}
+            for key in ("peak", "train"):
+                row[f"{key}_memory_ratio"] = mem["pabt"][key] / mem["bnn"][key]
+                row[f"pruned_{key}_memory_ratio"] = mem["pabt_pruned"][key] / mem["bnn"][key]
+            row["memory_mib"] = {k: {q: v / 2**20 for q, v in m.items()} for k, m in mem.items()}
+            print(f"{size}x{size}: peak RSS BNN {mem['bnn']['peak'] / 2**20:.0f} MiB | "
+                  f"PaBT {row['peak_memory_ratio']:.2f}x | pruned "
+                  f"{row['pruned_peak_memory_ratio']:.2f}x;  training part (peak - RSS "
+                  f"before training) BNN {mem['bnn']['train'] / 2**20:.0f} MiB | PaBT "
+                  f"{row['train_memory_ratio']:.2f}x | pruned "
+                  f"{row['pruned_train_memory_ratio']:.2f}x", flush=True)
+        results[size] = row
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)
