@@ -8,10 +8,10 @@ Trains the same small conv net twice — its 4 binary 3×3 layers (64 channels) 
   each, in a rotating order); the ratio is the median over rounds of the per-round
   ratio, so load from other processes on a shared machine hits all of them alike (the
   ratio of the median step times is printed too);
-- **peak memory**: each configuration trains in its own subprocess; the ratio is of
-  peak RSS (`resource.getrusage(...).ru_maxrss`) and, because TensorFlow's own
-  footprint dominates that, also of the *training* part: peak RSS minus the RSS just
-  before the first training step.
+- **peak memory**: each configuration trains in its own subprocess; the ratios are of
+  the peak of TensorFlow's CPU allocator over steady-state training steps (weights,
+  optimizer slots, activations kept for the backward pass) and of the peak RSS
+  (`resource.getrusage(...).ru_maxrss`, which TensorFlow's own footprint dominates).
 
 Configurations: `M = N = 3` unpruned (9 binary convolutions per layer) and every layer
 pruned to one binary convolution (a different `(m, n)` per layer, so the pruned path is
@@ -49,7 +49,8 @@ flags.DEFINE_integer("bases", 3, "M = N for the unpruned PaBT net.")
 flags.DEFINE_integer("steps", 20, "Timed training steps per configuration.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps per configuration (tracing, allocation).")
 flags.DEFINE_boolean("latent_weights", True, "PaBT bases with latent kernels (else Bop-free ±1).")
-flags.DEFINE_boolean("memory", True, "Also measure peak memory (one subprocess per config).")
+flags.DEFINE_boolean("memory", True, "Measure peak memory (one subprocess per config).")
+flags.DEFINE_boolean("time", True, "Measure step times (interleaved, in this process).")
 flags.DEFINE_integer("threads", 0, "intra-op threads (0 = TensorFlow's default).")
 flags.DEFINE_string("json", None, "Also write the results as JSON to this path.")
 flags.DEFINE_string("_memory_config", None, "Internal: measure one config in this process.")
@@ -131,25 +132,26 @@ def time_interleaved(size: int) -> dict[str, np.ndarray]:
     return {kind: np.asarray(t) for kind, t in times.items()}
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def measure_memory_here(kind: str, size: int) -> dict[str, int]:
+    """Peak memory of training steps, in this (fresh) process.
+
+    `tensor_peak`: the peak of TensorFlow's CPU allocator during steady-state steps
+    (`tf.config.experimental.get_memory_info`; weights, optimizer slots, activations
+    kept for the backward pass, oneDNN scratchpads). `rss_peak`: the process's peak
+    resident set (`ru_maxrss`), which also counts TensorFlow itself and the graphs.
+    """
     model = build_model(kind, size, FLAGS.channels, FLAGS.layers, FLAGS.bases,
                         FLAGS.latent_weights)
     step = make_step(model)
     x_y = data(size, FLAGS.batch)
-    step.get_concrete_function(*x_y)  # trace before the baseline
-    before = _rss_bytes()
-    for _ in range(max(FLAGS.warmup, 3)):
+    for _ in range(max(FLAGS.warmup, 2)):  # trace, optimise, create optimizer slots
         step(*x_y).numpy()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak": peak, "train": peak - before}
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    for _ in range(3):
+        step(*x_y).numpy()
+    info = tf.config.experimental.get_memory_info("CPU:0")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"tensor_peak": int(info["peak"]), "rss_peak": int(rss)}
 
 
 def measure_memory(kind: str, size: int) -> dict[str, int]:
@@ -164,6 +166,49 @@ def measure_memory(kind: str, size: int) -> dict[str, int]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def report_times(size: int) -> dict:
+    t = time_interleaved(size)
+    med = {kind: float(np.median(v)) for kind, v in t.items()}
+    row = {
+        "bnn_ms": 1e3 * med["bnn"],
+        "pabt_ms": 1e3 * med["pabt"],
+        "pruned_ms": 1e3 * med["pabt_pruned"],
+        # Median of the per-round ratios: each round times the configs back to back,
+        # so load that drifts over the run cancels.
+        "time_ratio": float(np.median(t["pabt"] / t["bnn"])),
+        "pruned_time_ratio": float(np.median(t["pabt_pruned"] / t["bnn"])),
+        "time_ratio_of_medians": med["pabt"] / med["bnn"],
+        "pruned_time_ratio_of_medians": med["pabt_pruned"] / med["bnn"],
+        # Least-disturbed steps: a second view when other processes load the machine.
+        "time_ratio_of_minima": float(t["pabt"].min() / t["bnn"].min()),
+        "pruned_time_ratio_of_minima": float(t["pabt_pruned"].min() / t["bnn"].min()),
+    }
+    print(f"{size}x{size}: median step BNN {row['bnn_ms']:.1f} ms, PaBT M=N={FLAGS.bases} "
+          f"{row['pabt_ms']:.1f} ms, pruned to 1 conv {row['pruned_ms']:.1f} ms", flush=True)
+    print(f"{size}x{size}: step-time ratio PaBT/BNN {row['time_ratio']:.2f}x (target <= 2.5x) "
+          f"| pruned/BNN {row['pruned_time_ratio']:.2f}x (target <= 1.15x)   "
+          f"[ratio of medians {row['time_ratio_of_medians']:.2f}x, "
+          f"{row['pruned_time_ratio_of_medians']:.2f}x; of minima "
+          f"{row['time_ratio_of_minima']:.2f}x, {row['pruned_time_ratio_of_minima']:.2f}x]",
+          flush=True)
+    return row
+
+
+def report_memory(size: int) -> dict:
+    mem = {kind: measure_memory(kind, size) for kind in CONFIGS}
+    row = {}
+    for key in ("tensor_peak", "rss_peak"):
+        row[f"{key}_ratio"] = mem["pabt"][key] / mem["bnn"][key]
+        row[f"pruned_{key}_ratio"] = mem["pabt_pruned"][key] / mem["bnn"][key]
+    row["memory_mib"] = {k: {q: v / 2**20 for q, v in m.items()} for k, m in mem.items()}
+    print(f"{size}x{size}: peak tensor memory BNN {mem['bnn']['tensor_peak'] / 2**20:.0f} MiB | "
+          f"PaBT {row['tensor_peak_ratio']:.2f}x | pruned {row['pruned_tensor_peak_ratio']:.2f}x;"
+          f"  peak RSS BNN {mem['bnn']['rss_peak'] / 2**20:.0f} MiB | PaBT "
+          f"{row['rss_peak_ratio']:.2f}x | pruned {row['pruned_rss_peak_ratio']:.2f}x",
+          flush=True)
+    return row
+
+
 def main(argv):
     del argv
     if FLAGS.threads:
@@ -174,40 +219,14 @@ def main(argv):
         return
     print(f"{FLAGS.layers} binary 3x3 layers, {FLAGS.channels} channels, batch {FLAGS.batch}, "
           f"PaBT M=N={FLAGS.bases} (latent_weights={FLAGS.latent_weights}); "
-          f"median of {FLAGS.steps} interleaved steps")
+          f"{FLAGS.steps} interleaved rounds")
     results = {}
     for size in map(int, FLAGS.sizes):
-        t = time_interleaved(size)
-        med = {kind: float(np.median(v)) for kind, v in t.items()}
-        row = {
-            "bnn_ms": 1e3 * med["bnn"],
-            "pabt_ms": 1e3 * med["pabt"],
-            "pruned_ms": 1e3 * med["pabt_pruned"],
-            # Median of the per-round ratios: each round times the configs back to back,
-            # so load that drifts over the run cancels.
-            "time_ratio": float(np.median(t["pabt"] / t["bnn"])),
-            "pruned_time_ratio": float(np.median(t["pabt_pruned"] / t["bnn"])),
-            "time_ratio_of_medians": med["pabt"] / med["bnn"],
-            "pruned_time_ratio_of_medians": med["pabt_pruned"] / med["bnn"],
-        }
-        print(f"{size}x{size}: median step BNN {row['bnn_ms']:.1f} ms, PaBT M=N={FLAGS.bases} "
-              f"{row['pabt_ms']:.1f} ms, pruned to 1 conv {row['pruned_ms']:.1f} ms", flush=True)
-        print(f"{size}x{size}: step-time ratio PaBT/BNN {row['time_ratio']:.2f}x "
-              f"(target <= 2.5x) | pruned/BNN {row['pruned_time_ratio']:.2f}x "
-              f"(target <= 1.15x)   [ratio of medians {row['time_ratio_of_medians']:.2f}x, "
-              f"{row['pruned_time_ratio_of_medians']:.2f}x]", flush=True)
+        row = {}
+        if FLAGS.time:
+            row.update(report_times(size))
         if FLAGS.memory:
-            mem = {kind: measure_memory(kind, size) for kind in CONFIGS}
-            for key in ("peak", "train"):
-                row[f"{key}_memory_ratio"] = mem["pabt"][key] / mem["bnn"][key]
-                row[f"pruned_{key}_memory_ratio"] = mem["pabt_pruned"][key] / mem["bnn"][key]
-            row["memory_mib"] = {k: {q: v / 2**20 for q, v in m.items()} for k, m in mem.items()}
-            print(f"{size}x{size}: peak RSS BNN {mem['bnn']['peak'] / 2**20:.0f} MiB | "
-                  f"PaBT {row['peak_memory_ratio']:.2f}x | pruned "
-                  f"{row['pruned_peak_memory_ratio']:.2f}x;  training part (peak - RSS "
-                  f"before training) BNN {mem['bnn']['train'] / 2**20:.0f} MiB | PaBT "
-                  f"{row['train_memory_ratio']:.2f}x | pruned "
-                  f"{row['pruned_train_memory_ratio']:.2f}x", flush=True)
+            row.update(report_memory(size))
         results[size] = row
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:

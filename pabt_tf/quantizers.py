@@ -197,9 +197,11 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
         def _sign(x, t):
             shifted = x - t
             out = lq.math.sign(shifted)  # +1 at 0, and NaN stays NaN (nothing hidden)
+            # Keep a 1-byte mask for the backward pass, not the 4-byte shifted input.
+            inside = None if clip is None else tf.abs(shifted) <= clip
 
             def grad(dy):
-                dx = dy if clip is None else tf.where(tf.abs(shifted) <= clip, dy, 0.0)
+                dx = dy if inside is None else tf.where(inside, dy, 0.0)
                 axes = tf.range(tf.rank(dx) - tf.rank(t))  # reduce to θ's shape
                 return dx, -tf.reduce_sum(dx, axis=axes)
 
