@@ -11,7 +11,7 @@ Trains the same small conv net twice — its 4 binary 3×3 layers (64 channels) 
 - **peak memory**: each configuration trains in its own subprocess; the ratios are of
   the peak of TensorFlow's CPU allocator over steady-state training steps (weights,
   optimizer slots, activations kept for the backward pass) and of the peak RSS
-  (`resource.getrusage(...).ru_maxrss`, which TensorFlow's own footprint dominates).
+  (`VmHWM`, which TensorFlow's own footprint and the traced graphs dominate).
 
 Configurations: `M = N = 3` unpruned (9 binary convolutions per layer) and every layer
 pruned to one binary convolution (a different `(m, n)` per layer, so the pruned path is
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -138,7 +137,7 @@ def measure_memory_here(kind: str, size: int) -> dict[str, int]:
     `tensor_peak`: the peak of TensorFlow's CPU allocator during steady-state steps
     (`tf.config.experimental.get_memory_info`; weights, optimizer slots, activations
     kept for the backward pass, oneDNN scratchpads). `rss_peak`: the process's peak
-    resident set (`ru_maxrss`), which also counts TensorFlow itself and the graphs.
+    resident set (`VmHWM`), which also counts TensorFlow itself and the graphs.
     """
     model = build_model(kind, size, FLAGS.channels, FLAGS.layers, FLAGS.bases,
                         FLAGS.latent_weights)
@@ -150,8 +149,17 @@ def measure_memory_here(kind: str, size: int) -> dict[str, int]:
     for _ in range(3):
         step(*x_y).numpy()
     info = tf.config.experimental.get_memory_info("CPU:0")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"tensor_peak": int(info["peak"]), "rss_peak": int(rss)}
+    return {"tensor_peak": int(info["peak"]), "rss_peak": _peak_rss_bytes()}
+
+
+def _peak_rss_bytes() -> int:
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over `execve`, so a
+    # subprocess of a big parent would report the parent's peak.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure_memory(kind: str, size: int) -> dict[str, int]:
