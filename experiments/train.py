@@ -86,6 +86,8 @@ DEFAULTS: dict[str, Any] = dict(
     model_kwargs=None,
     data_kwargs=None,
     evaluate_mbn=False,
+    distill_weight=0.0,
+    distill_temperature=2.0,
 )
 
 
@@ -144,6 +146,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 = progress bars).")
     flags.DEFINE_boolean("evaluate_mbn", False, "PaBT: also measure the multi-base "
                          "network's test accuracy just before the first pruning event.")
+    flags.DEFINE_float("distill_weight", 0.0, "PaBT: weight λ of self-distillation from the "
+                       "unpruned multi-base network (snapshot at the first pruning event).")
+    flags.DEFINE_float("distill_temperature", 2.0, "PaBT self-distillation temperature.")
     flags.DEFINE_string("data_kwargs", None, 'Extra data loader arguments as JSON, e.g. '
                         '\'{"image_size": [256, 512]}\' for cityscapes.')
     flags.DEFINE_string("model_kwargs", None, 'Extra model builder arguments as JSON, e.g. '
@@ -363,6 +368,11 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
     total_steps = steps * config["epochs"]
 
     model = build(config, ds.input_shape, ds.num_classes)
+    distill = method == "pabt" and config["distill_weight"] > 0
+    if distill:
+        from experiments.distill import with_self_distillation
+
+        model = with_self_distillation(model, config["distill_weight"], config["distill_temperature"])
     lr = config["learning_rate"]
     if config["lr_schedule"] == "cosine":
         lr = tf.keras.optimizers.schedules.CosineDecay(lr, total_steps)
@@ -380,6 +390,10 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         if config["evaluate_mbn"]:
             mbn = EvaluateBeforePruning(getattr(schedule, "begin_step", schedule.end_step), ds.test)
             callbacks.append(mbn)
+        if distill:
+            from experiments.distill import TeacherSnapshot
+
+            callbacks.append(TeacherSnapshot(getattr(schedule, "begin_step", schedule.end_step)))
         pruning = pabt_tf.PaBTPruningCallback(
             schedule,
             target_per_layer=config["target_per_layer"],
@@ -411,6 +425,9 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
     )
     train_seconds = time.time() - start
     test = model.evaluate(ds.test, verbose=0, return_dict=True)
+    if distill:  # a plain PaBTModel on the same layers, for saving and export
+        model = pabt_tf.PaBTModel.from_functional(
+            model, criterion=model.criterion, importance_momentum=model.importance_momentum)
 
     layers = pabt_layers(model)
     hist = {key: [float(v) for v in values] for key, values in history.history.items()}

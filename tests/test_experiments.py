@@ -156,3 +156,36 @@ def test_paper_recipes_run_on_tiny_prepared_tfds_data(tmp_path):
     ))  # fmt: skip
     assert 0.0 <= results["test_mean_iou"] <= 1.0 and 0.0 <= results["test_accuracy"] <= 1.0
     assert results["verification"]["max_abs_diff"] < 1e-3 and results["found_bconvs"] == 16
+
+
+def test_self_distillation_loss_and_teacher_snapshot():
+    from experiments.distill import TeacherSnapshot, with_self_distillation
+
+    base = models.fmnist_cnn("pabt", filters=(4, 4, 8, 8), stem_filters=4, weight_bases=2,
+                             activation_bases=2)  # fmt: skip
+    model = with_self_distillation(base, weight=0.25, temperature=2.0)
+    assert len(model.weights) == len(base.weights)  # the teacher is not part of the model
+    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 28, 28, 1)), tf.float32)
+    y = tf.constant([0, 1, 2, 3])
+    snapshot = TeacherSnapshot(step=1)
+    snapshot.set_model(model)
+    for layer in pabt.pabt_layers(model):  # make the student differ from the teacher copy
+        layer.gate.assign(layer.gate * 0.5)
+    pred = model(x, training=False)
+    ce = float(tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, pred))
+    assert float(model.compute_loss(x, y, pred)) == pytest.approx(ce, rel=1e-5)  # not active yet
+    snapshot.on_train_batch_begin(0)
+    assert float(model._distill_active.numpy()) == 0.0
+    snapshot.on_train_batch_begin(1)  # step 1: copy the model into the teacher, switch on
+    assert snapshot.taken_at == 1 and float(model._distill_active.numpy()) == 1.0
+    for a, b in zip(model._teacher.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for layer in pabt.pabt_layers(model):
+        layer.gate.assign(layer.gate * 0.5)
+    pred = model(x, training=False)
+    t = tf.nn.softmax(model._teacher(x, training=False) / 2.0).numpy()
+    log_s = tf.nn.log_softmax(pred / 2.0).numpy()
+    kd = 4.0 * np.mean(np.sum(t * (np.log(t + 1e-8) - log_s), axis=-1))
+    ce = float(tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, pred))
+    assert float(model.compute_loss(x, y, pred)) == pytest.approx(0.75 * ce + 0.25 * kd, rel=1e-4)
