@@ -49,6 +49,10 @@ def define_flags() -> None:
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
     flags.DEFINE_boolean("rerun", False, "Retrain runs that already have results.json.")
     flags.DEFINE_integer("threads", 0, "TF intra-op threads per run (0 = TF default).")
+    flags.DEFINE_string("tag", "", "Suffix of run directories and labels, for variants of a "
+                        "method (e.g. '_soft' -> runs/pabt_soft_s0, label 'PaBT → BNN _soft').")
+    flags.DEFINE_list("merge", [], "summary.json files of other comparisons whose rows are "
+                      "added to this table (same data set and model), e.g. a PaBT variant.")
 
 
 def _as_flag(key: str, value: Any) -> str | None:
@@ -89,7 +93,16 @@ def _mean_std(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def aggregate(results: dict[str, list[dict]]) -> list[dict[str, Any]]:
+def merged_rows(paths) -> list[dict[str, Any]]:
+    """The rows of other comparisons' summary.json files."""
+    rows = []
+    for path in paths:
+        for row in read_json(path)["rows"]:
+            rows.append(dict(row, source=path))
+    return rows
+
+
+def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, Any]]:
     """One row per method from its runs' results."""
     rows = []
     for method, runs in results.items():
@@ -98,7 +111,7 @@ def aggregate(results: dict[str, list[dict]]) -> list[dict[str, Any]]:
         first = runs[0]
         row = {
             "method": method,
-            "label": LABELS.get(method, method),
+            "label": LABELS.get(method, method) + (f" [{tag.strip('_')}]" if tag else ""),
             "seeds": [r["config"]["seed"] for r in runs],
             "accuracies": accs,
             "accuracy_mean": mean,
@@ -149,24 +162,26 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def verdict(rows: list[dict[str, Any]]) -> list[str]:
-    """The accuracy goal, evaluated on the measured numbers."""
-    by = {r["method"]: r for r in rows}
+    """The accuracy goal, evaluated on the measured numbers (one line per PaBT row and
+    baseline)."""
+    base = {r["method"]: r for r in rows if r["method"] in ("bnn", "bnn_bop")}
     out = []
-    if "pabt" in by and "bnn" in by:
-        gap = 100 * (by["pabt"]["accuracy_mean"] - by["bnn"]["accuracy_mean"])
-        out.append(
-            f"PaBT's BNN vs Larq STE BNN: {gap:+.2f} p.p. (goal ≥ +1.00): "
-            + ("met" if gap >= 1.0 else "NOT met")
-        )
-    if "pabt" in by and "bnn_bop" in by:
-        gap = 100 * (by["pabt"]["accuracy_mean"] - by["bnn_bop"]["accuracy_mean"])
-        out.append(
-            f"PaBT's BNN vs Bop BNN: {gap:+.2f} p.p. (goal ≥ 0): " + ("met" if gap >= 0 else "NOT met")
-        )
+    for row in rows:
+        if row["method"] != "pabt":
+            continue
+        name = "PaBT's BNN" + (row["label"][len(LABELS["pabt"]):] if row["label"] != LABELS["pabt"] else "")
+        if "bnn" in base:
+            gap = 100 * (row["accuracy_mean"] - base["bnn"]["accuracy_mean"])
+            out.append(f"{name} vs Larq STE BNN: {gap:+.2f} p.p. (goal ≥ +1.00): "
+                       + ("met" if gap >= 1.0 - 1e-9 else "NOT met"))
+        if "bnn_bop" in base:
+            gap = 100 * (row["accuracy_mean"] - base["bnn_bop"]["accuracy_mean"])
+            out.append(f"{name} vs Bop BNN: {gap:+.2f} p.p. (goal ≥ 0): "
+                       + ("met" if gap >= 0 else "NOT met"))
     return out
 
 
-def write_report(rows, output_dir: str, command: str, config: dict) -> str:
+def write_report(rows, output_dir: str, command: str, config: dict, more_commands=()) -> str:
     from experiments.plots import plot_comparison
 
     table = markdown_table(rows)
@@ -191,6 +206,7 @@ def write_report(rows, output_dir: str, command: str, config: dict) -> str:
             "",
             "```",
             command,
+            *more_commands,
             "```",
         ]
     )
@@ -213,7 +229,7 @@ def main(argv):
     order = [(seed, method) for seed in FLAGS.seeds for method in FLAGS.methods]
     start = time.time()
     for seed, method in order:
-        run_dir = os.path.join(output_dir, "runs", f"{method}_s{seed}")
+        run_dir = os.path.join(output_dir, "runs", f"{method}{FLAGS.tag}_s{seed}")
         config = dict(base, method=method, seed=int(seed), output_dir=run_dir, verbose=2)
         done = os.path.join(run_dir, "results.json")
         if os.path.exists(done) and not FLAGS.rerun:
@@ -228,8 +244,9 @@ def main(argv):
                   flush=True)
         results.setdefault(method, []).append(result)
         # Partial report after every run: an interrupted comparison still has a table.
-        rows = aggregate({m: results[m] for m in FLAGS.methods if m in results})
-        text = write_report(rows, output_dir, command, base)
+        rows = aggregate({m: results[m] for m in FLAGS.methods if m in results}, FLAGS.tag)
+        text = write_report(rows + merged_rows(FLAGS.merge), output_dir, command, base,
+                            [read_json(p)["command"] for p in FLAGS.merge])
     print(text, flush=True)
     return 0
 

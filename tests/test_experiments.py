@@ -116,6 +116,10 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     lines = compare.verdict(rows)
     assert lines[0].startswith("PaBT's BNN vs Larq STE BNN: +1.00 p.p.") and lines[0].endswith("met")
     assert lines[1].startswith("PaBT's BNN vs Bop BNN: -1.00 p.p.") and lines[1].endswith("NOT met")
+    variant = compare.aggregate({"pabt": results["pabt"]}, tag="_soft")
+    assert variant[0]["label"] == "PaBT → BNN [soft]"
+    lines = compare.verdict(rows + variant)
+    assert len(lines) == 4 and lines[2].startswith("PaBT's BNN [soft] vs Larq STE BNN: +1.00")
     path = plot_comparison(rows, str(tmp_path / "c.png"))
     assert os.path.getsize(path) > 0
     hist = {"epoch": [0, 1], "val_accuracy": [0.5, 0.6], "accuracy": [0.4, 0.6],
