@@ -291,7 +291,8 @@ class PaBTLayer(tf.keras.layers.Layer):
 
         With `active` (int indices), only those activation bases: `(Na, *kernel_shape)`.
         Weight bases without an active binary convolution are dropped with a select,
-        not multiplied by 0, so nothing of theirs (not even a NaN) reaches the output.
+        not multiplied by 0, so nothing of their kernels or scales (not even a NaN)
+        reaches the output.
         The work is kernel-sized, negligible next to the convolution.
         """
         bases = self.binary_kernels()
@@ -320,8 +321,8 @@ class PaBTLayer(tf.keras.layers.Layer):
         return None
 
     # Up to this many activation bases, every non-empty set of active bases gets its
-    # own branch (2^N − 1 of them); beyond, a chain of conds (one per base).
-    _MAX_PATTERN_BASES = 4
+    # own branch (2^N − 1 of them, the graph grows with that); beyond, a chain of conds.
+    _MAX_PATTERN_BASES = 3
 
     def _sum_active(self, branch, base_active: tf.Tensor) -> tf.Tensor:
         """Σ over the active activation bases n of `branch(n)`, computing only those."""
@@ -366,8 +367,8 @@ class PaBTLayer(tf.keras.layers.Layer):
         # retracing on pruning, no dynamic channel counts, no gathers). Measured on
         # this project's 2-core CPU, separate C-channel convolutions beat one over
         # N·C concatenated channels (oneDNN slows down more than linearly in the
-        # channel count), and independent ones summed at the end beat a chain of
-        # accumulations (they overlap).
+        # channel count); independent ones summed at the end can overlap, unlike a
+        # chain of accumulations.
         base_active = tf.reduce_any(self.mask > 0.5, axis=0)
         y = self._sum_active(branch, base_active)
         extra = self._padding_correction(inputs, folded)

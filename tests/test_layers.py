@@ -150,7 +150,7 @@ def test_conv_equals_explicit_sum(padding, strides, dilation, bases, latent):
 @pytest.mark.parametrize(
     "bases,latent,N",
     [("independent", True, 3), ("independent", False, 3), ("abc", True, 3),
-     ("independent", True, 5)],  # N > 4: the chained-cond path instead of one per pattern
+     ("independent", True, 5)],  # N > 3: the chained-cond path instead of one per pattern
     ids=BASE_IDS + ["N5"],
 )
 def test_conv_equals_explicit_sum_in_graph_mode(bases, latent, N):
