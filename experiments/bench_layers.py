@@ -206,8 +206,9 @@ def report_memory(size: int) -> dict:
     mem = {kind: measure_memory(kind, size) for kind in CONFIGS}
     row = {}
     for key in ("tensor_peak", "rss_peak"):
-        row[f"{key}_ratio"] = mem["pabt"][key] / mem["bnn"][key]
-        row[f"pruned_{key}_ratio"] = mem["pabt_pruned"][key] / mem["bnn"][key]
+        base = mem["bnn"][key] or float("nan")  # tiny nets: the allocator may record 0
+        row[f"{key}_ratio"] = mem["pabt"][key] / base
+        row[f"pruned_{key}_ratio"] = mem["pabt_pruned"][key] / base
     row["memory_mib"] = {k: {q: v / 2**20 for q, v in m.items()} for k, m in mem.items()}
     print(f"{size}x{size}: peak tensor memory BNN {mem['bnn']['tensor_peak'] / 2**20:.0f} MiB | "
           f"PaBT {row['tensor_peak_ratio']:.2f}x | pruned {row['pruned_tensor_peak_ratio']:.2f}x;"

@@ -493,3 +493,28 @@ def test_mask_bookkeeping_and_macs():
     dense = PaBTDense(7, weight_bases=2, activation_bases=2)
     dense.build((1, 3, 6))
     assert dense.binary_conv_macs() == 6 * 7 * 3
+
+
+# -- the speed benchmark runs ----------------------------------------------------------
+
+
+def test_bench_layers_smoke(tmp_path):
+    """`python -m experiments.bench_layers` runs end to end (tiny sizes) and reports
+    every ratio; the speed targets themselves are measured by running it, not here."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "experiments.bench_layers", "--sizes=6", "--batch=4",
+           "--channels=8", "--bases=2", "--steps=2", "--warmup=1", f"--json={out}"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step-time ratio PaBT/BNN" in proc.stdout and "peak tensor memory" in proc.stdout
+    row = json.loads(out.read_text())["6"]
+    for key in ("time_ratio", "pruned_time_ratio", "rss_peak_ratio", "pruned_rss_peak_ratio"):
+        assert row[key] > 0, key
+    assert {"tensor_peak_ratio", "pruned_tensor_peak_ratio"} <= row.keys()
