@@ -27,9 +27,10 @@ Measured on the project's 2-core AVX-512 CPU while three other jobs shared it (l
 0.98× and 0.99×; with `--nolatent_weights` 2.71×/2.75× and 0.95×/0.97×. Peak tensor
 memory 1.6–1.7× unpruned, 0.9–1.0× pruned; peak RSS 1.3–1.4× and 1.2× (the graph
 holds every branch). At M = N = 3 a step does 3× the BNN's convolution MACs (forward,
-input and kernel gradients, all exact), and convolutions are ~85 % of the BNN's step,
-so ≈ 2.6× is this CPU's floor at 32×32; at 16×16 the least-disturbed steps reach
-1.9× because the per-base convolutions overlap.
+input and kernel gradients, all exact), and convolutions are ~85 % of the BNN's step
+(profiled), so unless the convolutions overlap the floor is ≈ 3 · 0.85 + 0.15 ≈ 2.7×;
+at 16×16, where one convolution does not fill both cores, the least-disturbed steps
+reach 1.9×.
 """
 
 from __future__ import annotations
