@@ -9,6 +9,11 @@ INSTALL_REQUIRES = [
     "larq==0.14.0",
     "larq-compute-engine==0.16.0",
     "tensorflow-datasets==4.9.8",
+    # tensorflow-metadata >= 1.18 ships protobuf-6 generated code; TF 2.19 keeps protobuf 5,
+    # and `import tensorflow_datasets` then fails (pip check does not see it).
+    "tensorflow-metadata>=1.16,<1.18",
+    # tfds 4.9.8 uses importlib_resources in DatasetBuilder.code_path on every Python.
+    "importlib_resources>=6",
     "absl-py>=2.1,<3",
     "numpy>=1.26,<2",
     "matplotlib>=3.8,<4",
