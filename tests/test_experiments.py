@@ -100,7 +100,7 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     def run(method, seed, acc):
         return {"config": {"seed": seed}, "test_accuracy": acc, "bops": 100, "binary_macs": 100,
                 "float_macs": 5, "flatbuffer_bytes": 2048, "keras_file_bytes": 4096,
-                "found_bconvs": 4, "verification": {"ok": True, "max_abs_diff": 1e-6},
+                "found_bconvs": 4, "verification": {"ok": True, "max_abs_diff": 1e-6, "top1_agreement": 1.0},
                 "train_seconds": 120.0, "mean_binary_convs": 1.0 if method == "pabt" else None}  # fmt: skip
 
     results = {
@@ -113,6 +113,7 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     assert rows[0]["accuracy_std"] == pytest.approx(0.01)
     table = compare.markdown_table(rows)
     assert "**91.00 ± 1.00**" in table and "90.00, 92.00, 91.00" in table and "2.0 KiB" in table
+    assert "100.0 %, 1.0e-06, 3/3" in table
     lines = compare.verdict(rows)
     assert lines[0].startswith("PaBT's BNN vs Larq STE BNN: +1.00 p.p.") and lines[0].endswith("met")
     assert lines[1].startswith("PaBT's BNN vs Bop BNN: -1.00 p.p.") and lines[1].endswith("NOT met")
