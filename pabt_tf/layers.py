@@ -571,12 +571,9 @@ class PaBTConv2D(PaBTLayer):
     def _kernel_shape(self, in_channels: int) -> tuple[int, ...]:
         return (*self.kernel_size, in_channels, self.filters)
 
-    def pad(self, x: tf.Tensor) -> tf.Tensor:
-        """Pad a binarized input with +1 for 'same' padding (identity for 'valid')."""
-        if self.padding == "valid":
-            return x
-        shape = x.shape
-        dims = [shape[1], shape[2]]
+    def _same_pads(self, x: tf.Tensor):
+        """Spatial dims of `x` (static where known) and TF's 'same' (before, after) pads."""
+        dims = [x.shape[1], x.shape[2]]
         if dims[0] is None or dims[1] is None:
             dyn = tf.shape(x)
             dims = [dyn[1] if dims[0] is None else dims[0], dyn[2] if dims[1] is None else dims[1]]
@@ -584,6 +581,13 @@ class PaBTConv2D(PaBTLayer):
             _same_padding(size, s, d, k)
             for size, s, d, k in zip(dims, self.strides, self.dilation_rate, self.kernel_size)
         ]
+        return dims, pads
+
+    def pad(self, x: tf.Tensor) -> tf.Tensor:
+        """Pad a binarized input with +1 for 'same' padding (identity for 'valid')."""
+        if self.padding == "valid":
+            return x
+        _, pads = self._same_pads(x)
         return tf.pad(x, [[0, 0], pads[0], pads[1], [0, 0]], constant_values=1.0)
 
     def _base_op(self, h: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -605,15 +609,7 @@ class PaBTConv2D(PaBTLayer):
         # of a border indicator: (1, Ho, Wo, O), broadcast over the batch.
         if self.padding == "valid":
             return None
-        shape = inputs.shape
-        dims = [shape[1], shape[2]]
-        if dims[0] is None or dims[1] is None:
-            dyn = tf.shape(inputs)
-            dims = [dyn[1] if dims[0] is None else dims[0], dyn[2] if dims[1] is None else dims[1]]
-        pads = [
-            _same_padding(size, s, d, k)
-            for size, s, d, k in zip(dims, self.strides, self.dilation_rate, self.kernel_size)
-        ]
+        dims, pads = self._same_pads(inputs)
         if all(isinstance(p, int) and p == 0 for pair in pads for p in pair):
             return None
         border = tf.pad(
