@@ -3,8 +3,8 @@
 - `plot_run(history, path)`: a training run's pruning trajectory — mean binary
   convolutions and validation accuracy per epoch, a per-layer heatmap of surviving binary
   convolutions per epoch, and each layer's final `(M, N)` mask.
-- `plot_comparison(rows, path)`: test accuracy (mean ± std over seeds) of several methods
-  against their binary operations.
+- `plot_comparison(rows, path)`: test accuracy (mean ± std over seeds) of several methods,
+  and against their operations (float MACs + binary MACs / 64).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -98,11 +99,11 @@ def plot_run(history: dict[str, Any], path: str, title: str = "") -> str:
 
 
 def plot_comparison(rows: Sequence[dict[str, Any]], path: str, title: str = "") -> str:
-    """Accuracy (mean ± std over seeds) of each method against its binary MACs.
+    """Accuracy (mean ± std over seeds) of each method, and against its operations.
 
     # Arguments
-        rows: dicts with `label`, `accuracy_mean`, `accuracy_std` (fractions), `bops`,
-            and optionally `accuracies` (per seed).
+        rows: dicts with `label`, `accuracy_mean`, `accuracy_std` (fractions), `ops` (or
+            `float_macs` and `bops`), and optionally `accuracies` (per seed).
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
     labels = [r["label"] for r in rows]
@@ -121,13 +122,20 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
     ax.set_title(title or "test accuracy, mean ± std over seeds")
     ax = axes[1]
     for i, r in enumerate(rows):
-        ax.errorbar(max(r.get("bops", 0), 1) / 1e6, means[i], yerr=stds[i], fmt="o", color=f"C{i}",
+        ops = r.get("ops")
+        if ops is None:
+            ops = (r.get("float_macs") or 0) + (r.get("bops") or 0) / 64
+        ax.errorbar(ops / 1e6, means[i], yerr=stds[i], fmt="o", color=f"C{i}",
                     label=labels[i], capsize=3)
     ax.set_xscale("log")
-    ax.set_xlabel("binary MACs per image (millions; float methods at 1e-6)")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = ax.get_xlim()
+    ax.set_xticks([t for t in (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000) if lo <= t <= hi])
+    ax.set_xlabel("OPs per image, millions (float MACs + binary MACs / 64)")
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=8)
-    ax.set_title("accuracy vs binary operations")
+    ax.set_title("accuracy vs operations")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -386,6 +386,8 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
     pruning = None
     mbn = None
     if method == "pabt":
+        # Soft pruning takes at most a tenth of the run (short runs prune hard).
+        config["decay_steps"] = min(config["decay_steps"], total_steps // 10)
         schedule = _schedule(config, total_steps)
         if config["evaluate_mbn"]:
             mbn = EvaluateBeforePruning(getattr(schedule, "begin_step", schedule.end_step), ds.test)
