@@ -52,11 +52,15 @@ def format_table(r: dict) -> str:
     ver = r.get("verification") or {}
     cfg = r["config"]
     m, n = cfg["weight_bases"], cfg["activation_bases"]
+    schedule = r.get("pruning_schedule") or {}
+    begin = schedule.get("begin_step", schedule.get("end_step", "?"))
     rows = [
-        ("test accuracy, multi-base network before pruning", pct(r.get("mbn_test_accuracy"))),
-        ("test accuracy, final BNN (Keras)", pct(r["test_accuracy"])),
-        (f"accuracy of the flatbuffer (LCE) on {r.get('verify_samples', '?')} test images",
-         pct(r.get("flatbuffer_accuracy"))),
+        (f"test accuracy, multi-base network when pruning starts (step {begin} of "
+         f"{r.get('total_steps', '?')})", pct(r.get("mbn_test_accuracy"))),
+        (f"test accuracy, final BNN (Keras, {r.get('test_size', '?')} test images)",
+         pct(r["test_accuracy"])),
+        (f"flatbuffer (LCE) / Keras on the same {r.get('verify_samples', '?')} test images",
+         f"{pct(r.get('flatbuffer_accuracy'))} / {pct(r.get('keras_accuracy_on_verify_samples'))}"),
         ("mean binary convolutions per layer", f"{m * n} → {r['mean_binary_convs']:.2f}"),
         ("binary MACs per image", f"{r['unpruned_binary_macs'] / 1e6:.1f} M → {r['binary_macs'] / 1e6:.1f} M"),
         ("Keras model (.keras, with latent weights)", _mib(r.get("keras_file_bytes"))),

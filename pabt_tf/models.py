@@ -80,10 +80,8 @@ class _Spec:
         threshold_spread: float = 0.5,
     ):
         self.method = _check_method(method)
-        if method == "abc":
+        if method == "abc":  # ABC-Net is always 3/3 with latent weights
             weight_bases, activation_bases, latent_weights = 3, 3, True
-        elif method != "pabt" and (weight_bases, activation_bases) != (3, 3):
-            pass  # M, N only matter for the multi-base methods
         if not isinstance(latent_weights, bool):
             raise ValueError(f"`latent_weights` must be a bool, got {latent_weights!r}.")
         self.weight_bases = weight_bases
