@@ -56,7 +56,6 @@ DEFAULTS: dict[str, Any] = dict(
     batch_size=128,
     learning_rate=2e-3,
     lr_schedule="cosine",
-    weight_decay=0.0,
     weight_bases=3,
     activation_bases=3,
     latent_weights=True,
@@ -109,7 +108,6 @@ def define_flags() -> None:
     flags.DEFINE_float("learning_rate", DEFAULTS["learning_rate"], "Adam learning rate.")
     flags.DEFINE_enum("lr_schedule", DEFAULTS["lr_schedule"], ["cosine", "constant"],
                       "Learning-rate schedule over all training steps.")
-    flags.DEFINE_float("weight_decay", 0.0, "Unused placeholder kept for recipes (0).")
     flags.DEFINE_integer("weight_bases", 3, "PaBT: M, weight bases per layer.", short_name="M")
     flags.DEFINE_integer("activation_bases", 3, "PaBT: N, activation bases per layer.",
                          short_name="N")
