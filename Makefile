@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 STAMP := $(VENV)/.pabt-installed
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -21,7 +22,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 $(DATA):
-	apt-get update && apt-get install -y dataset-fashion-mnist
+	$(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist
 
 demo: setup
 	$(PY) -m experiments.quickstart
