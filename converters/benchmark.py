@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from converters.convert import EXIT_BAD_INPUT, EXIT_OK, CliError
+from converters.convert import EXIT_OK, CliError, run_cli
 
 __all__ = [
     "Latency",
@@ -565,13 +565,7 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `pabt-benchmark`; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CliError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code if err.code else EXIT_BAD_INPUT
+    return run_cli(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,17 @@ class CliError(Exception):
         self.code = code
 
 
+def run_cli(build_parser, run, argv: list[str] | None) -> int:
+    """Parse `argv`, call `run(args)`; a `CliError` becomes its message and exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code if err.code else EXIT_BAD_INPUT
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pabt-convert",
@@ -194,13 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `pabt-convert`; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CliError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code
+    return run_cli(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -83,43 +83,24 @@ def float_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model
     """
 
     def replace(layer, x, context=None):
-        if isinstance(layer, PaBTConv2D):
-            new = tf.keras.layers.Conv2D(
-                **_conv_args(layer), use_bias=layer.use_bias, activation=layer.activation,
-                name=f"{layer.name}_float",
-            )
-            y = new(x)
+        if isinstance(layer, PaBTLayer):
             weights = [_pabt_kernel(layer) * 0.05]
             if layer.use_bias:
                 weights.append(np.asarray(layer.bias.numpy()))
-            new.set_weights(weights)
-            return y
-        if isinstance(layer, PaBTDense):
-            new = tf.keras.layers.Dense(
-                layer.units, use_bias=layer.use_bias, activation=layer.activation,
-                name=f"{layer.name}_float",
-            )
-            y = new(x)
-            weights = [_pabt_kernel(layer) * 0.05]
-            if layer.use_bias:
-                weights.append(np.asarray(layer.bias.numpy()))
-            new.set_weights(weights)
-            return y
-        if _is_binary_quant(layer):
-            if isinstance(layer, lq.layers.QuantConv2D):
-                new = tf.keras.layers.Conv2D(
-                    **_conv_args(layer), use_bias=layer.use_bias, activation=layer.activation,
-                    name=f"{layer.name}_float",
-                )
-            else:
-                new = tf.keras.layers.Dense(
-                    layer.units, use_bias=layer.use_bias, activation=layer.activation,
-                    name=f"{layer.name}_float",
-                )
-            y = new(x)
-            new.set_weights([np.asarray(w) for w in layer.get_weights()])
-            return y
-        return None
+        elif _is_binary_quant(layer):
+            weights = [np.asarray(w) for w in layer.get_weights()]
+        else:
+            return None
+        common = dict(
+            use_bias=layer.use_bias, activation=layer.activation, name=f"{layer.name}_float"
+        )
+        if isinstance(layer, (PaBTConv2D, lq.layers.QuantConv2D)):
+            new = tf.keras.layers.Conv2D(**_conv_args(layer), **common)
+        else:
+            new = tf.keras.layers.Dense(layer.units, **common)
+        y = new(x)
+        new.set_weights(weights)
+        return y
 
     return rewrite_model(model, replace, name or f"{model.name}_float_twin")
 
