@@ -1,2 +1,9 @@
 """Command-line conversion of PaBT models to LCE flatbuffers (`pabt-convert`),
 verification, and latency benchmarks on the host and on ARM boards (`pabt-benchmark`)."""
+
+import os
+
+# Command-line programs start quietly: TensorFlow's C++ INFO/WARNING/ERROR logs of the
+# CPU-only runtime (e.g. "failed call to cuInit" on a machine without a GPU) are hidden
+# unless the user sets TF_CPP_MIN_LOG_LEVEL; Python-level errors still surface.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

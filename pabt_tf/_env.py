@@ -1,40 +1,112 @@
-"""Make `tf.keras` resolve to Keras 2 before TensorFlow is imported.
+"""Make `tf.keras` resolve to Keras 2 (`tf-keras`), or say clearly why it cannot.
 
 Larq and Larq Compute Engine are written against `tf.keras` = Keras 2. TensorFlow >= 2.16
-defaults to Keras 3 unless `TF_USE_LEGACY_KERAS=1` is set *before* TensorFlow is first
-imported, and the choice cannot be changed afterwards.
+routes `tf.keras` through a lazy loader that picks Keras 2 or Keras 3 from
+`TF_USE_LEGACY_KERAS` the *first time an attribute of `tf.keras` is touched*, not when
+TensorFlow is imported. So the only question that matters is what `tf.keras` resolves
+to: the loader's module name (`tensorflow.keras`) says nothing until then.
 """
 
+from __future__ import annotations
+
 import os
+import re
 import sys
+import tempfile
 
 _FIX = (
-    "pabt_tf needs tf.keras to be Keras 2 (the `tf-keras` package). Either import "
-    "pabt_tf before tensorflow, or set the environment variable TF_USE_LEGACY_KERAS=1 "
-    "before the process starts (e.g. `export TF_USE_LEGACY_KERAS=1`), and make sure "
-    "`tf-keras` of the same minor version as tensorflow is installed "
-    "(`pip install 'tf-keras~=<tensorflow version>'`)."
+    "pabt_tf needs tf.keras to be Keras 2 (the `tf-keras` package). Set the environment "
+    "variable TF_USE_LEGACY_KERAS=1 before the process starts (e.g. "
+    "`export TF_USE_LEGACY_KERAS=1`), or import pabt_tf before anything imports "
+    "tensorflow, and make sure `tf-keras` of the same minor version as tensorflow is "
+    "installed (`pip install 'tf-keras~=<tensorflow version>'`)."
+)
+_TRUE = ("true", "True", "1")
+
+
+# Lines TensorFlow's C++ runtime writes straight to file descriptor 2 while it is imported
+# on a machine without a GPU (CUDA plugin registration, XLA linkage): absl prints them
+# before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot hide them.
+_STARTUP_NOISE = re.compile(
+    r"Unable to register cu(FFT|DNN|BLAS) factory|computation placer already registered"
+    r"|All log messages before absl::InitializeLog|Could not find cuda drivers"
+    r"|oneDNN custom operations are on|cpu_feature_guard|To enable the following instructions"
+    r"|failed call to cuInit"
 )
 
 
+def import_tensorflow_quietly():
+    """`import tensorflow`, dropping only its known start-up noise from stderr.
+
+    Everything else TensorFlow writes while importing (warnings, errors) is passed on
+    unchanged and in order; an exception still propagates.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(True) if not _STARTUP_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+    return tensorflow
+
+
+def keras_flavour() -> str:
+    """The package `tf.keras` resolves to: `"tf_keras"` (Keras 2) or e.g. `"keras"`.
+
+    TensorFlow's `tf.keras` is a lazy loader whose own `__name__` is always
+    `tensorflow.keras`; only a class fetched through it tells which Keras is behind it.
+    """
+    import tensorflow as tf
+
+    return tf.keras.Model.__module__.split(".")[0]  # touching an attribute resolves it
+
+
 def ensure_keras2() -> None:
-    """Set `TF_USE_LEGACY_KERAS=1` if it still matters; raise if it is too late.
+    """Make `tf.keras` Keras 2 if the choice is still open; raise if it was made otherwise.
+
+    Works in any import order when `TF_USE_LEGACY_KERAS=1` is exported (after `import
+    tensorflow`, `larq`, `larq_compute_engine`, `tf_keras`, or with `tf.keras` already
+    used); without it, pabt_tf must come before TensorFlow and sets the variable itself.
 
     # Raises
-        ImportError: TensorFlow was already imported with Keras 3 as `tf.keras`, or
-            `tf-keras` is not installed.
+        ImportError: `tf.keras` already resolved to Keras 3, or `tf-keras` is missing.
     """
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tensorflow as tf
-
+    tf = import_tensorflow_quietly()
     try:
         import tf_keras  # noqa: F401
     except ImportError as err:
         raise ImportError("`tf-keras` is not installed. " + _FIX) from err
-    if not tf.keras.__name__.startswith("tf_keras"):
+
+    if tf.__dict__.get("_tf_uses_legacy_keras") is False:
+        # TensorFlow read the variable when it was imported and routed `tensorflow.keras.*`
+        # submodule imports to Keras 3 then; the lazy `tf.keras` alone cannot be re-pointed.
         raise ImportError(
-            f"tf.keras is Keras 3 (module {tf.keras.__name__}), "
-            "because TensorFlow was imported before pabt_tf without "
-            "TF_USE_LEGACY_KERAS=1. " + _FIX
+            "TensorFlow was imported before pabt_tf without TF_USE_LEGACY_KERAS=1 in the "
+            "environment, so tf.keras is Keras 3. " + _FIX
+        )
+    flavour = keras_flavour()
+    if flavour != "tf_keras":
+        how = (
+            "TF_USE_LEGACY_KERAS is set, so `tf-keras` may not match tensorflow's version"
+            if os.environ.get("TF_USE_LEGACY_KERAS") in _TRUE
+            else "something used tf.keras before pabt_tf was imported, without "
+            "TF_USE_LEGACY_KERAS=1"
+        )
+        raise ImportError(
+            f"tf.keras resolves to `{flavour}` (Keras 3), not `tf_keras`: {how}. " + _FIX
         )
