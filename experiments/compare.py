@@ -19,6 +19,7 @@ All `experiments.train` flags are accepted and passed on to every run.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -61,8 +62,6 @@ def _as_flag(key: str, value: Any) -> str | None:
     if isinstance(value, bool):
         return f"--{key}={'true' if value else 'false'}"
     if isinstance(value, dict):
-        import json
-
         return f"--{key}={json.dumps(value)}"
     return f"--{key}={value}"
 
@@ -84,6 +83,32 @@ def run_one(config: dict[str, Any], log_path: str, threads: int = 0) -> dict[str
     if code != 0 or not os.path.exists(results_path):
         raise RuntimeError(f"training run failed (exit {code}); see {log_path}")
     return read_json(results_path)
+
+
+def finished_result(config: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
+    """The results of a finished run in `run_dir`, or None if it has not finished.
+
+    # Raises
+        ValueError: the finished run was made with another configuration (e.g. other
+            epochs), so reusing it would silently mix settings in one table.
+    """
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.exists(path):
+        return None
+    result = read_json(path)
+    ignore = {"output_dir", "verbose"}
+    saved = {k: v for k, v in result.get("config", {}).items() if k not in ignore}
+    wanted = {k: v for k, v in train_lib.DEFAULTS.items() if k not in ignore}
+    wanted.update({k: v for k, v in config.items() if k not in ignore})
+    wanted = json.loads(json.dumps(wanted))
+    # decay_steps is capped by the run to a tenth of its steps; compare what was asked.
+    differ = sorted(k for k in wanted if k in saved and saved[k] != wanted[k] and k != "decay_steps")
+    if differ:
+        raise ValueError(
+            f"{path} was made with other settings ({', '.join(f'{k}: {saved[k]!r} there, {wanted[k]!r} now' for k in differ)}); "
+            "use another --output_dir, or --rerun to replace it."
+        )
+    return result
 
 
 def _mean_std(values):
@@ -108,6 +133,7 @@ def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, A
     for method, runs in results.items():
         accs = [r["test_accuracy"] for r in runs]
         mean, std = _mean_std(accs)
+        val_mean, val_std = _mean_std([r.get("val_accuracy") for r in runs])
         first = runs[0]
         row = {
             "method": method,
@@ -116,6 +142,9 @@ def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, A
             "accuracies": accs,
             "accuracy_mean": mean,
             "accuracy_std": std,
+            "val_accuracies": [r.get("val_accuracy") for r in runs],
+            "val_accuracy_mean": val_mean,
+            "val_accuracy_std": val_std,
             "bops": first.get("bops"),
             "binary_macs": first.get("binary_macs"),
             "float_macs": first.get("float_macs"),
@@ -145,22 +174,32 @@ def _fmt_kib(v):
     return "—" if v is None else f"{v / 1024:.1f} KiB"
 
 
+def _fmt_acc(mean, std) -> str:
+    return "—" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """One line per method; training time relative to the Larq STE BNN row when there is
+    one (the same machine, usually the same session: a ratio is less noisy than minutes)."""
+    bnn = next((r for r in rows if r["method"] == "bnn"), None)
     lines = [
-        "| method | test accuracy (%) mean ± std | per seed | mean binary convs | binary MACs (BOPs) | float MACs | Keras model (.keras) | flatbuffer | LceBconv2d | LCE vs Keras: top-1 agreement, max abs logit diff, runs within 1e-3 | min / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | test accuracy (%) mean ± std | per seed | validation accuracy (%) | mean binary convs | binary MACs (BOPs) | float MACs | Keras model (.keras) | flatbuffer | LceBconv2d | LCE vs Keras: top-1 agreement, max abs logit diff, runs within 1e-3 | min / run | train time × STE BNN |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         seeds = ", ".join(f"{100 * a:.2f}" for a in r["accuracies"])
         mbc = "—" if r["mean_binary_convs"] is None else f"{r['mean_binary_convs']:.2f}"
         check = (f"{100 * r.get('min_top1_agreement', 0):.1f} %, {r['max_abs_diff']:.1e}, "
                  f"{r.get('runs_within_atol', 0)}/{len(r['accuracies'])}")
+        ratio = (f"{r['minutes_per_run'] / bnn['minutes_per_run']:.2f}×"
+                 if bnn and bnn.get("minutes_per_run") else "—")
         lines.append(
-            f"| {r['label']} | **{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}** | "
-            f"{seeds} | {mbc} | {_fmt_int(r['bops'])} | {_fmt_int(r['float_macs'])} | "
+            f"| {r['label']} | **{_fmt_acc(r['accuracy_mean'], r['accuracy_std'])}** | "
+            f"{seeds} | {_fmt_acc(r.get('val_accuracy_mean'), r.get('val_accuracy_std'))} | "
+            f"{mbc} | {_fmt_int(r['bops'])} | {_fmt_int(r['float_macs'])} | "
             f"{_fmt_kib(r['keras_file_bytes'])} | {_fmt_kib(r['flatbuffer_bytes'])} | "
             f"{r['bconvs_in_flatbuffer'] if r['bconvs_in_flatbuffer'] is not None else '—'} | "
-            f"{check} | {r['minutes_per_run']:.1f} |"
+            f"{check} | {r['minutes_per_run']:.1f} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -238,9 +277,8 @@ def main(argv):
     for seed, method in order:
         run_dir = os.path.join(output_dir, "runs", f"{method}{FLAGS.tag}_s{seed}")
         config = dict(base, method=method, seed=int(seed), output_dir=run_dir, verbose=2)
-        done = os.path.join(run_dir, "results.json")
-        if os.path.exists(done) and not FLAGS.rerun:
-            result = read_json(done)
+        result = None if FLAGS.rerun else finished_result(config, run_dir)
+        if result is not None:
             print(f"[reuse] {method} seed {seed}: {100 * result['test_accuracy']:.2f} %", flush=True)
         else:
             t = time.time()

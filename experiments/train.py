@@ -39,6 +39,7 @@ from absl import app, flags
 
 from experiments.common import model_costs, write_json
 from experiments.plots import plot_run
+from experiments.run_state import RunProgress, backup_callback, finish
 from pabt_tf import models as zoo
 from pabt_tf.data import DATASETS, load_datasets
 from pabt_tf.layers import pabt_layers
@@ -178,9 +179,21 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.epoch_seconds: list[float] = []
 
     def on_train_begin(self, logs=None):
+        if hasattr(self, "initial"):  # restored from an earlier piece of this run
+            return
         layers = pabt_layers(self.model)
         self.initial = [layer.active_binary_convs for layer in layers]
         self.initial_mean = pabt_tf.mean_binary_convs(self.model) if layers else None
+
+    def state(self) -> dict[str, Any]:
+        return {"active": self.active, "learning_rates": self.learning_rates,
+                "epoch_seconds": self.epoch_seconds, "initial": self.initial,
+                "initial_mean": self.initial_mean}
+
+    def restore(self, state: dict[str, Any], epochs: int) -> None:
+        for key in ("active", "learning_rates", "epoch_seconds"):
+            setattr(self, key, list(state[key][:epochs]))
+        self.initial, self.initial_mean = state["initial"], state["initial_mean"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t = time.time()
@@ -194,6 +207,19 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
             lr = lr(inner.iterations)
         self.learning_rates.append(None if lr is None else float(tf.keras.backend.get_value(lr)))
+
+
+class _EventLog:
+    """Saves and restores the pruning callback's per-event records across pieces."""
+
+    def __init__(self, pruning):
+        self.pruning = pruning
+
+    def state(self) -> list[dict]:
+        return list(self.pruning.events)
+
+    def restore(self, state: list[dict], epochs: int) -> None:
+        self.pruning.events[:] = state
 
 
 def accuracy(model: tf.keras.Model, dataset: tf.data.Dataset) -> float:
@@ -213,9 +239,9 @@ class EvaluateBeforePruning(tf.keras.callbacks.Callback):
     """Test accuracy of the unpruned multi-base network, measured at the beginning of the
     first pruning event's batch (before the pruning callback acts: list it first)."""
 
-    def __init__(self, step: int, dataset: tf.data.Dataset):
+    def __init__(self, step: int, dataset: tf.data.Dataset, steps_per_epoch: int):
         super().__init__()
-        self.step, self.dataset = step, dataset
+        self.step, self.dataset, self.steps_per_epoch = step, dataset, steps_per_epoch
         self.accuracy: float | None = None
         self._seen = 0
 
@@ -223,6 +249,13 @@ class EvaluateBeforePruning(tf.keras.callbacks.Callback):
         if self._seen == self.step and self.accuracy is None:
             self.accuracy = accuracy(self.model, self.dataset)
         self._seen += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy}
+
+    def restore(self, state: dict[str, Any], epochs: int) -> None:
+        self.accuracy = state["accuracy"]
+        self._seen = epochs * self.steps_per_epoch
 
 
 def _schedule(config: dict, total_steps: int):
@@ -348,6 +381,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"Unknown config keys {sorted(unknown)}.")
+    run_config = dict(config)  # as asked for; a resumed run must ask for the same
     method = config["method"]
     out = os.path.abspath(config["output_dir"])
     os.makedirs(out, exist_ok=True)
@@ -393,7 +427,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         config["decay_steps"] = min(config["decay_steps"], total_steps // 10)
         schedule = _schedule(config, total_steps)
         if config["evaluate_mbn"]:
-            mbn = EvaluateBeforePruning(getattr(schedule, "begin_step", schedule.end_step), ds.test)
+            mbn = EvaluateBeforePruning(getattr(schedule, "begin_step", schedule.end_step), ds.test, steps)
             callbacks.append(mbn)
         if distill:
             from experiments.distill import TeacherSnapshot
@@ -411,16 +445,26 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         )
         callbacks.append(pruning)
     recorder = EpochRecorder()
+    recorders: dict[str, Any] = {"epochs": recorder}
+    if mbn is not None:
+        recorders["mbn"] = mbn
+    if pruning is not None:
+        recorders["pruning"] = _EventLog(pruning)
+    progress = RunProgress(out, run_config, recorders)
+    if progress.resumed:
+        progress.restore_recorders()
+        print(f"Resuming {out} after epoch {progress.state['epochs_done']}", flush=True)
     callbacks += [
         recorder,
         tf.keras.callbacks.TensorBoard(tb_dir, write_graph=False, profile_batch=0),
         tf.keras.callbacks.ModelCheckpoint(
             os.path.join(out, "checkpoints", "epoch_{epoch:03d}"), save_weights_only=True
         ),
+        progress,  # before the backup: see RunProgress
+        backup_callback(out),
     ]
     callbacks += list(extra_callbacks)
-    start = time.time()
-    history = model.fit(
+    model.fit(
         train_data,
         epochs=config["epochs"],
         steps_per_epoch=steps,
@@ -428,15 +472,16 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         callbacks=callbacks,
         verbose=config["verbose"],
     )
-    train_seconds = time.time() - start
+    train_seconds = progress.train_seconds
     test = model.evaluate(ds.test, verbose=0, return_dict=True)
     if distill:  # a plain PaBTModel on the same layers, for saving and export
         model = pabt_tf.PaBTModel.from_functional(
             model, criterion=model.criterion, importance_momentum=model.importance_momentum)
 
     layers = pabt_layers(model)
-    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
-    hist["epoch"] = list(history.epoch)
+    hist = {key: list(values) for key, values in progress.state["history"].items()}
+    hist["epoch"] = list(range(progress.state["epochs_done"]))
+    hist["pieces"] = progress.state["pieces"]
     hist["epoch_seconds"] = recorder.epoch_seconds
     hist["learning_rate"] = recorder.learning_rates
     if layers:
@@ -500,6 +545,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         except Exception as err:
             results["convert_error"] = f"{type(err).__name__}: {err}"
     write_json(os.path.join(out, "results.json"), results)
+    finish(out)
     return results
 
 

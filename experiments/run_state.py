@@ -1,0 +1,108 @@
+"""Resumable training runs: what a run has done so far survives the process.
+
+A run directory gets `backup/` (Keras `BackupAndRestore`: weights, optimizer slots and
+iteration count, the epoch; PaBT's masks, importances, soft-pruning progress and step
+live in the model's weights, so the pruning schedule resumes with them) and
+`progress.json` (per-epoch history, active binary convolutions per layer, learning rates,
+epoch times, pruning events, wall time of every piece). A run stopped mid-training and
+started again with the same configuration continues from its last finished epoch; the
+records of the pieces are joined so the run's `history.json` is that of one run.
+Resumed epochs see a differently shuffled stream of batches than an uninterrupted run
+would (tf.data restarts its shuffle), which is the only difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import tensorflow as tf
+
+from experiments.common import read_json, write_json
+
+PROGRESS = "progress.json"
+BACKUP = "backup"
+
+
+class RunProgress(tf.keras.callbacks.Callback):
+    """Writes `progress.json` at every epoch end and holds what earlier pieces recorded.
+
+    List it *before* `backup_callback(...)`: its record of an epoch is written before the
+    backup of that epoch, so a kill between the two re-runs the epoch and overwrites the
+    record instead of losing it.
+
+    # Arguments
+        run_dir: the run directory.
+        config: the run's configuration; a resumed run must have the same one.
+        recorders: objects with `state()` / `restore(state)` (e.g. `EpochRecorder`)
+            whose per-epoch lists are saved too, keyed by name.
+    """
+
+    def __init__(self, run_dir: str, config: dict[str, Any], recorders: dict[str, Any]):
+        super().__init__()
+        self.path = os.path.join(run_dir, PROGRESS)
+        self.config = _comparable(config)
+        self.recorders = recorders
+        self.state: dict[str, Any] = {"epochs_done": 0, "history": {}, "pieces": [], "recorders": {}}
+        if os.path.exists(self.path):
+            saved = read_json(self.path)
+            if saved.get("config") != self.config:
+                raise ValueError(
+                    f"{self.path} belongs to a run with another configuration; use a new "
+                    "output_dir or delete the run directory to start over.\n"
+                    f"  saved:     {saved.get('config')}\n  requested: {self.config}"
+                )
+            self.state = saved
+        self._piece_start = time.time()
+
+    @property
+    def resumed(self) -> bool:
+        return self.state["epochs_done"] > 0
+
+    def restore_recorders(self) -> None:
+        for name, recorder in self.recorders.items():
+            if name in self.state["recorders"]:
+                recorder.restore(self.state["recorders"][name], self.state["epochs_done"])
+
+    def on_train_begin(self, logs=None):
+        self._piece_start = time.time()
+        self.state["pieces"].append({"start_epoch": self.state["epochs_done"], "seconds": 0.0})
+
+    def on_epoch_end(self, epoch, logs=None):
+        history = self.state["history"]
+        for key, value in (logs or {}).items():
+            values = history.setdefault(key, [])
+            del values[epoch:]  # a re-run epoch replaces its earlier record
+            values.append(float(value))
+        self.state["epochs_done"] = epoch + 1
+        self.state["pieces"][-1]["seconds"] = time.time() - self._piece_start
+        self.state["recorders"] = {n: r.state() for n, r in self.recorders.items()}
+        self.state["config"] = self.config
+        write_json(self.path, self.state)
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time of training over all pieces (the current one up to now)."""
+        done = sum(p["seconds"] for p in self.state["pieces"][:-1])
+        return done + (time.time() - self._piece_start)
+
+
+def backup_callback(run_dir: str) -> tf.keras.callbacks.Callback:
+    """Keras' `BackupAndRestore` in `run_dir/backup`, kept after `fit` (deleted by
+    `finish` once the run's results are written, so a kill during evaluation or
+    conversion does not retrain)."""
+    return tf.keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP), delete_checkpoint=False)
+
+
+def finish(run_dir: str) -> None:
+    """Remove the resume state of a completed run (its results.json is written)."""
+    shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration keys that define a run (not where or how verbosely it runs)."""
+    ignore = {"output_dir", "verbose"}
+    return json.loads(json.dumps({k: v for k, v in sorted(config.items()) if k not in ignore}))

@@ -1,0 +1,78 @@
+"""Runs that survive interruption: a training run stopped mid-way resumes from its last
+finished epoch (pruning state included); `compare` skips finished runs."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from experiments import compare, train
+from experiments.run_state import PROGRESS
+
+TINY = dict(
+    method="pabt", epochs=3, steps=8, train_limit=512, validation_limit=128, test_limit=128,
+    verify_samples=16, model_kwargs={"filters": [8, 8, 8, 8], "stem_filters": 8},
+    prune_begin=0.1, prune_end=0.6, decay_steps=0, convert=False, verbose=0,
+)  # fmt: skip
+
+
+class _Crash(tf.keras.callbacks.Callback):
+    """Stops the process's training at the start of epoch `epoch` (like a kill)."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_stopped_run_resumes_from_its_last_epoch(tmp_path):
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(dict(TINY, output_dir=out), extra_callbacks=[_Crash(2)])
+    progress = json.loads((tmp_path / "run" / PROGRESS).read_text())
+    assert progress["epochs_done"] == 2 and not (tmp_path / "run" / "results.json").exists()
+    events_before = len(progress["recorders"]["pruning"])
+    assert events_before > 0  # pruning had started before the kill
+
+    results = train.train(dict(TINY, output_dir=out))
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    # One run's record: three epochs, the first two from the first piece.
+    assert history["epoch"] == [0, 1, 2] and len(history["val_accuracy"]) == 3
+    assert history["val_accuracy"][:2] == progress["history"]["val_accuracy"]
+    assert [p["start_epoch"] for p in history["pieces"]] == [0, 2]
+    assert len(history["active_per_layer"]) == 3 and history["initial_active"] == [9, 9, 9, 9]
+    # The schedule continued where it stopped and ended as a BNN.
+    assert results["mean_binary_convs"] == 1.0
+    assert len(history["pruning_events"]) >= events_before
+    steps = [e["step"] for e in history["pruning_events"]]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert results["train_seconds"] == pytest.approx(sum(p["seconds"] for p in history["pieces"]), rel=0.05)
+    assert not (tmp_path / "run" / "backup").exists()  # resume state removed once done
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(dict(TINY, output_dir=out), extra_callbacks=[_Crash(1)])
+    with pytest.raises(ValueError, match="another configuration"):
+        train.train(dict(TINY, output_dir=out, learning_rate=1e-4))
+
+
+def test_compare_skips_finished_runs_and_checks_their_config(tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / "bnn_s7"
+    run_dir.mkdir(parents=True)
+    config = dict(train.DEFAULTS, method="bnn", seed=7, output_dir=str(run_dir))
+    (run_dir / "results.json").write_text(json.dumps({"config": config, "test_accuracy": 0.5}))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare, "run_one", never)
+    assert compare.finished_result(dict(config), str(run_dir))["test_accuracy"] == 0.5
+    with pytest.raises(ValueError, match="epochs"):
+        compare.finished_result(dict(config, epochs=99), str(run_dir))
+    assert compare.finished_result(dict(config), str(tmp_path / "runs" / "other")) is None
