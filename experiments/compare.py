@@ -39,6 +39,7 @@ LABELS = {
     "pabt": "PaBT → BNN",
     "abc": "ABC-Net 3/3 (MBN)",
     "bnn": "Larq BNN (STE, latent weights)",
+    "bnn_bireal": "Bi-Real-style BNN (approx_sign, magnitude-aware weights)",
     "bnn_bop": "Larq BNN (Bop, latent-free)",
     "float": "full precision",
 }

@@ -1,24 +1,16 @@
 """Model zoo: the same architectures for PaBT and its baselines.
 
-Every builder takes `method=`:
-
-- `"pabt"`: binary positions are `PaBTConv2D` with `M` independent weight bases and `N`
-  activation bases (latent or latent-weight-free), in a `PaBTModel` that a
-  `PaBTPruningCallback` prunes to a BNN during training;
-- `"abc"`: ABC-Net, the same multi-base layers with `bases="abc"`, `M = N = 3`, never
-  pruned (a plain `tf.keras.Model`);
-- `"bnn"`: Larq `QuantConv2D` with `ste_sign` input and kernel quantizers, `weight_clip`
-  and `pad_values=1.0` (straight-through latent-weight BNN);
-- `"bnn_bop"`: the same Larq BNN with ±1 kernels (`NoOp(precision=1)`) trained by Bop;
-- `"float"`: `Conv2D` with a ReLU on its input where the other methods binarize it.
-
-Binary positions are named `bconv_<i>` in every method, so the networks can be compared
-position by position. First and last layers, shortcuts and downsampling are full
-precision; a BatchNormalization follows every binary convolution.
+Every builder takes `method=` (one of `pabt_tf.methods.METHODS`: `"pabt"`, `"abc"`,
+`"bnn"`, `"bnn_bireal"`, `"bnn_bop"`, `"float"`; see `pabt_tf.methods` for what a binary
+position is under each). Binary positions are named `bconv_<i>` in every method, so the
+networks can be compared position by position. First and last layers, shortcuts and
+downsampling are full precision; a BatchNormalization follows every binary convolution.
+A `"pabt"` network is a `PaBTModel`, every other one a plain `tf.keras.Model`.
 
 | builder | data | binary positions |
 |---|---|---|
 | `fmnist_cnn` | Fashion-MNIST 28×28×1 | 4 (3×3) |
+| `fmnist_resnet` | Fashion-MNIST 28×28×1 | 6 (Bi-Real / IR-Net style, 3 stages) |
 | `resnet20` | CIFAR-10 32×32×3 | 18 (Bi-Real style) |
 | `vgg_small` | CIFAR-10 32×32×3 | 5 |
 | `resnet18` | ImageNet 224×224×3 (CIFAR stem with `cifar_stem=True`) | 16 (Bi-Real / IR-Net style) |
@@ -29,11 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import larq as lq
 import tensorflow as tf
 
-from pabt_tf.layers import PaBTConv2D
-from pabt_tf.quantizers import RandomSign
+from pabt_tf.methods import METHODS, BinaryPositions, check_method, binary_conv, get_optimizer, uses_bop
 from pabt_tf.training import PaBTModel
 
 __all__ = [
@@ -42,6 +32,7 @@ __all__ = [
     "build_model",
     "binary_conv",
     "fmnist_cnn",
+    "fmnist_resnet",
     "resnet20",
     "vgg_small",
     "resnet18",
@@ -50,137 +41,14 @@ __all__ = [
     "uses_bop",
 ]
 
-METHODS = ("pabt", "abc", "bnn", "bnn_bop", "float")
 _LAYERS = tf.keras.layers
-
-
-def _check_method(method: Any) -> str:
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    return method
-
-
-def uses_bop(method: str, latent_weights: bool = True) -> bool:
-    """Whether `method` trains ±1 kernels with Bop (needs `get_optimizer`'s CaseOptimizer)."""
-    _check_method(method)
-    return method == "bnn_bop" or (method == "pabt" and not latent_weights)
-
-
-class _Spec:
-    """What a builder needs to create a binary position for one method."""
-
-    def __init__(
-        self,
-        method: str,
-        weight_bases: int = 3,
-        activation_bases: int = 3,
-        latent_weights: bool = True,
-        float_activation: str = "relu",
-        per_channel_thresholds: bool = False,
-        threshold_spread: float = 0.5,
-    ):
-        self.method = _check_method(method)
-        if method == "abc":  # ABC-Net is always 3/3 with latent weights
-            weight_bases, activation_bases, latent_weights = 3, 3, True
-        if not isinstance(latent_weights, bool):
-            raise ValueError(f"`latent_weights` must be a bool, got {latent_weights!r}.")
-        self.weight_bases = weight_bases
-        self.activation_bases = activation_bases
-        self.latent_weights = latent_weights
-        self.float_activation = float_activation
-        self.per_channel_thresholds = per_channel_thresholds
-        self.threshold_spread = threshold_spread
-        self.count = 0
-
-    def conv(self, filters: int, kernel_size: int = 3, strides: int = 1, padding: str = "same"):
-        """A binary position: `x -> conv(x)` (input binarization included)."""
-        name = f"bconv_{self.count}"
-        self.count += 1
-        return binary_conv(
-            self.method,
-            filters,
-            kernel_size,
-            strides=strides,
-            padding=padding,
-            weight_bases=self.weight_bases,
-            activation_bases=self.activation_bases,
-            latent_weights=self.latent_weights,
-            float_activation=self.float_activation,
-            per_channel_thresholds=self.per_channel_thresholds,
-            threshold_spread=self.threshold_spread,
-            name=name,
-        )
-
-
-def binary_conv(
-    method: str,
-    filters: int,
-    kernel_size: int = 3,
-    strides: int = 1,
-    padding: str = "same",
-    weight_bases: int = 3,
-    activation_bases: int = 3,
-    latent_weights: bool = True,
-    float_activation: str = "relu",
-    per_channel_thresholds: bool = False,
-    threshold_spread: float = 0.5,
-    name: str | None = None,
-) -> Callable[[tf.Tensor], tf.Tensor]:
-    """One binary convolution position for `method` (no bias; add BatchNorm after it).
-
-    # Returns
-        A function `x -> y` applying the layer (and, for `"float"`, the ReLU before it).
-
-    # Raises
-        ValueError: on an unknown method.
-    """
-    _check_method(method)
-    common = dict(strides=strides, padding=padding, use_bias=False, name=name)
-    if method in ("pabt", "abc"):
-        layer = PaBTConv2D(
-            filters,
-            kernel_size,
-            weight_bases=3 if method == "abc" else weight_bases,
-            activation_bases=3 if method == "abc" else activation_bases,
-            bases="abc" if method == "abc" else "independent",
-            latent_weights=True if method == "abc" else latent_weights,
-            per_channel_thresholds=per_channel_thresholds,
-            threshold_spread=threshold_spread,
-            **common,
-        )
-    elif method == "bnn":
-        layer = lq.layers.QuantConv2D(
-            filters,
-            kernel_size,
-            input_quantizer="ste_sign",
-            kernel_quantizer="ste_sign",
-            kernel_constraint="weight_clip",
-            pad_values=1.0,
-            **common,
-        )
-    elif method == "bnn_bop":
-        layer = lq.layers.QuantConv2D(
-            filters,
-            kernel_size,
-            input_quantizer="ste_sign",
-            kernel_quantizer=lq.quantizers.NoOp(precision=1),
-            kernel_initializer=RandomSign(),
-            pad_values=1.0,
-            **common,
-        )
-    else:
-        layer = _LAYERS.Conv2D(filters, kernel_size, **common)
-        if float_activation:
-            activation = _LAYERS.Activation(float_activation, name=f"act_{name}" if name else None)
-            return lambda x: layer(activation(x))
-    return layer
 
 
 def _bn(x, name=None, momentum=0.9):
     return _LAYERS.BatchNormalization(momentum=momentum, epsilon=1e-5, name=name)(x)
 
 
-def _finish(spec: _Spec, inputs, outputs, name: str, **model_kwargs) -> tf.keras.Model:
+def _finish(spec: BinaryPositions, inputs, outputs, name: str, **model_kwargs) -> tf.keras.Model:
     if spec.method == "pabt":
         return PaBTModel(inputs, outputs, name=name, **model_kwargs)
     return tf.keras.Model(inputs, outputs, name=name)
@@ -207,9 +75,9 @@ def fmnist_cnn(
     # Arguments
         method: one of `METHODS`.
         weight_bases, activation_bases, latent_weights: the PaBT layers' `M`, `N` and
-            weight storage (method `"pabt"`; ABC-Net always uses 3, 3, latent).
+            weight storage (method `"pabt"`; ABC-Net uses `abc_bases`, latent).
         kwargs: `criterion`, `importance_momentum` (PaBTModel), `float_activation`,
-            `per_channel_thresholds`, `threshold_spread`.
+            `per_channel_thresholds`, `threshold_spread`, `abc_bases` (ABC-Net's `(M, N)`).
     """
     model_kwargs, spec = _split_kwargs(method, weight_bases, activation_bases, latent_weights, kwargs)
     inputs = tf.keras.Input(input_shape)
@@ -229,17 +97,18 @@ def fmnist_cnn(
 def _split_kwargs(method, weight_bases, activation_bases, latent_weights, kwargs):
     kwargs = dict(kwargs)
     model_kwargs = {k: kwargs.pop(k) for k in ("criterion", "importance_momentum") if k in kwargs}
-    spec = _Spec(method, weight_bases, activation_bases, latent_weights, **kwargs)
+    spec = BinaryPositions(method, weight_bases, activation_bases, latent_weights, **kwargs)
     return model_kwargs, spec
 
 
-def _bireal_conv(spec: _Spec, x, filters: int, strides: int, tag: str):
+def _bireal_conv(spec: BinaryPositions, x, filters: int, strides: int, tag: str):
     """Bi-Real unit: `BN(bconv(x)) + shortcut(x)`; the shortcut is real-valued, a 2×2
     average pool + float 1×1 conv + BN when the shape changes."""
     shortcut = x
     if strides > 1 or x.shape[-1] != filters:
         if strides > 1:
-            shortcut = _LAYERS.AveragePooling2D(strides, name=f"{tag}_down_pool")(shortcut)
+            # "same": odd sizes round up like the strided conv (identical on even sizes).
+            shortcut = _LAYERS.AveragePooling2D(strides, padding="same", name=f"{tag}_down_pool")(shortcut)
         shortcut = _LAYERS.Conv2D(filters, 1, use_bias=False, name=f"{tag}_down_conv")(shortcut)
         shortcut = _bn(shortcut, f"{tag}_down_bn")
     y = spec.conv(filters, 3, strides=strides)(x)
@@ -247,7 +116,7 @@ def _bireal_conv(spec: _Spec, x, filters: int, strides: int, tag: str):
     return _LAYERS.Add(name=f"{tag}_add")([y, shortcut])
 
 
-def _resnet_body(spec: _Spec, x, stage_filters, blocks_per_stage, first_stride_per_stage):
+def _resnet_body(spec: BinaryPositions, x, stage_filters, blocks_per_stage, first_stride_per_stage):
     """Stacked basic blocks (two Bi-Real units each); returns each stage's output."""
     outputs = []
     for s, (filters, blocks) in enumerate(zip(stage_filters, blocks_per_stage)):
@@ -257,6 +126,48 @@ def _resnet_body(spec: _Spec, x, stage_filters, blocks_per_stage, first_stride_p
             x = _bireal_conv(spec, x, filters, 1, f"s{s}b{b}c1")
         outputs.append(x)
     return outputs
+
+
+def fmnist_resnet(
+    method: str = "pabt",
+    input_shape: tuple[int, ...] = (28, 28, 1),
+    num_classes: int = 10,
+    stem_filters: int = 32,
+    stage_filters: tuple[int, ...] = (32, 64, 128),
+    blocks_per_stage: tuple[int, ...] = (1, 1, 1),
+    weight_bases: int = 3,
+    activation_bases: int = 3,
+    latent_weights: bool = True,
+    **kwargs,
+) -> tf.keras.Model:
+    """A residual binary network for 28×28 inputs in the Bi-Real / IR-Net style.
+
+    Float 3×3 stem (`stem_filters`) + BN + 2×2 max-pool (28 → 14), then stages of basic
+    blocks (two binary 3×3 units each; `blocks_per_stage`, channels `stage_filters`,
+    stride 2 at the start of every stage but the first: 14 → 7 → 4). Every binary 3×3
+    convolution is followed by BN and wrapped by its own real-valued shortcut; the
+    shortcut downsamples as in Bi-Real Net (2×2 average pool + float 1×1 conv + BN) when
+    the shape changes. Global average pooling and a float classifier.
+
+    # Arguments
+        stage_filters, blocks_per_stage: channels and basic blocks of each stage.
+        Others: see `fmnist_cnn`.
+    """
+    if len(stage_filters) != len(blocks_per_stage) or not stage_filters:
+        raise ValueError(
+            "`stage_filters` and `blocks_per_stage` must be non-empty and of the same length, "
+            f"got {stage_filters!r} and {blocks_per_stage!r}."
+        )
+    model_kwargs, spec = _split_kwargs(method, weight_bases, activation_bases, latent_weights, kwargs)
+    inputs = tf.keras.Input(input_shape)
+    x = _LAYERS.Conv2D(stem_filters, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = _bn(x, "stem_bn")
+    x = _LAYERS.MaxPool2D(2, name="stem_pool")(x)
+    strides = (1,) + (2,) * (len(stage_filters) - 1)
+    x = _resnet_body(spec, x, tuple(stage_filters), tuple(blocks_per_stage), strides)[-1]
+    x = _LAYERS.GlobalAveragePooling2D(name="gap")(x)
+    outputs = _LAYERS.Dense(num_classes, name="logits")(x)
+    return _finish(spec, inputs, outputs, f"fmnist_resnet_{method}", **model_kwargs)
 
 
 def resnet20(
@@ -406,6 +317,7 @@ def segmentation_resnet18(
 
 MODELS: dict[str, Callable[..., tf.keras.Model]] = {
     "fmnist_cnn": fmnist_cnn,
+    "fmnist_resnet": fmnist_resnet,
     "resnet20": resnet20,
     "vgg_small": vgg_small,
     "resnet18": resnet18,
@@ -421,33 +333,5 @@ def build_model(name: str, method: str = "pabt", **kwargs) -> tf.keras.Model:
     """
     if name not in MODELS:
         raise ValueError(f"`name` must be one of {tuple(MODELS)}, got {name!r}.")
-    _check_method(method)
+    check_method(method)
     return MODELS[name](method=method, **kwargs)
-
-
-def get_optimizer(
-    method: str,
-    learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule = 1e-3,
-    latent_weights: bool = True,
-    bop_threshold: float = 1e-8,
-    bop_gamma: float | tf.keras.optimizers.schedules.LearningRateSchedule = 1e-4,
-) -> tf.keras.optimizers.Optimizer:
-    """The optimizer for `method`.
-
-    Latent-weight-free methods (`"bnn_bop"`, and `"pabt"` with `latent_weights=False`)
-    get `CaseOptimizer((Bop.is_binary_variable, Bop(threshold, gamma)),
-    default_optimizer=legacy Adam(learning_rate))`: Bop flips the ±1 kernels, Adam
-    trains everything else (scales, gates, thresholds, BN, float layers). Every other
-    method gets legacy Adam (the legacy optimizers are what `CaseOptimizer` needs; using
-    them everywhere keeps the comparison fair).
-
-    # Raises
-        ValueError: on an unknown method.
-    """
-    adam = tf.keras.optimizers.legacy.Adam(learning_rate)
-    if uses_bop(method, latent_weights):
-        return lq.optimizers.CaseOptimizer(
-            (lq.optimizers.Bop.is_binary_variable, lq.optimizers.Bop(bop_threshold, bop_gamma)),
-            default_optimizer=adam,
-        )
-    return adam

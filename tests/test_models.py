@@ -12,6 +12,7 @@ from pabt_tf.layers import PaBTConv2D
 # Tiny versions of every zoo model: (builder kwargs, input shape, output shape, binary positions)
 TINY = {
     "fmnist_cnn": (dict(filters=(4, 4, 8, 8), stem_filters=4), (28, 28, 1), (10,), 4),
+    "fmnist_resnet": (dict(stage_filters=(4, 8, 8), stem_filters=4), (28, 28, 1), (10,), 6),
     "resnet20": (dict(width=4), (16, 16, 3), (10,), 18),
     "vgg_small": (dict(width=4), (16, 16, 3), (10,), 5),
     "resnet18": (dict(width=4, num_classes=7), (32, 32, 3), (7,), 16),
@@ -40,6 +41,12 @@ def _check_binary_position(layer, method):
     elif method == "abc":
         assert isinstance(layer, PaBTConv2D) and layer.bases == "abc"
         assert (layer.weight_bases, layer.activation_bases) == (3, 3) and layer.latent_weights
+    elif method == "bnn_bireal":  # Bi-Real Net's quantizers (issue 9, part 2)
+        assert isinstance(layer, lq.layers.QuantConv2D) and not isinstance(layer, PaBTConv2D)
+        assert isinstance(layer.input_quantizer, lq.quantizers.ApproxSign)
+        assert isinstance(layer.kernel_quantizer, lq.quantizers.MagnitudeAwareSign)
+        assert isinstance(layer.kernel_constraint, lq.constraints.WeightClip)
+        assert layer.pad_values == 1.0 and not layer.use_bias
     elif method in ("bnn", "bnn_bop"):
         assert isinstance(layer, lq.layers.QuantConv2D) and not isinstance(layer, PaBTConv2D)
         assert layer.input_quantizer.precision == 1 and layer.kernel_quantizer.precision == 1
@@ -85,7 +92,7 @@ def test_every_model_builds_for_every_method_with_the_same_architecture(name):
         assert len(quantized) == (0 if method == "float" else n_binary)
         if method == "float":  # the nonlinearity sits where the others binarize
             assert len([l for l in model.layers if l.name.startswith("act_")]) == n_binary
-        if name.startswith(("resnet", "segmentation")):
+        if name.startswith(("resnet", "segmentation", "fmnist_resnet")):
             downs = [l for l in model.layers if l.name.endswith("_down_conv")]
             assert downs and all(type(l) is tf.keras.layers.Conv2D for l in downs)
             adds = [l for l in model.layers if l.name.endswith("_add") and l.name.startswith("s")]
@@ -141,3 +148,46 @@ def test_get_optimizer_gives_bop_exactly_the_binary_kernels(method, latent):
         value = k.latent_variable.numpy() if hasattr(k, "latent_variable") else k.numpy()
         assert set(np.unique(value)) <= {-1.0, 1.0}
         assert value.shape == b.shape
+
+
+def test_abc_bases_choose_the_multi_base_width():
+    model = _build("fmnist_cnn", "abc", abc_bases=(2, 1), weight_bases=3, activation_bases=3)
+    layers = pabt.pabt_layers(model)
+    assert all((l.weight_bases, l.activation_bases, l.bases) == (2, 1, "abc") for l in layers)
+    assert pabt.mean_binary_convs(model) == 2.0
+    for bad in [(0, 1), (2,), "3x3", (1.5, 2)]:
+        with pytest.raises(ValueError, match="abc_bases"):
+            _build("fmnist_cnn", "abc", abc_bases=bad)
+
+
+def test_fmnist_resnet_sizes_and_downsampling():
+    model = models.fmnist_resnet("bnn")  # the default size used in the comparison
+    binary = [l for l in model.layers if l.name.startswith("bconv_")]
+    assert [tuple(l.output_shape[1:]) for l in binary] == [
+        (14, 14, 32), (14, 14, 32), (7, 7, 64), (7, 7, 64), (4, 4, 128), (4, 4, 128)]
+    # Bi-Real downsampling: average pool + float 1x1 conv + BN on the shortcut.
+    assert [l.name for l in model.layers if l.name.endswith("_down_pool")] == ["s1b0c0_down_pool", "s2b0c0_down_pool"]
+    with pytest.raises(ValueError, match="stage_filters"):
+        models.fmnist_resnet("bnn", stage_filters=(8, 8), blocks_per_stage=(1,))
+
+
+@pytest.mark.parametrize("method", ["bnn", "bnn_bireal", "bnn_bop", "pabt"])
+def test_fmnist_resnet_converts_with_one_bconv_per_binary_conv(method):
+    import larq_compute_engine as lce
+
+    model = models.fmnist_resnet(method, stage_filters=(8, 16, 16), stem_filters=8)
+    x = np.random.default_rng(0).normal(size=(4, 28, 28, 1)).astype(np.float32)
+    if method == "pabt":  # pruned to one binary conv per layer: a BNN
+        for layer in pabt.pabt_layers(model):
+            for m in range(layer.weight_bases):
+                for n in range(layer.activation_bases):
+                    if (m, n) != (0, 0):
+                        layer.prune(m, n)
+        flatbuffer = pabt.convert(model)
+    else:
+        flatbuffer = lce.convert_keras_model(model)
+    counts = pabt.export.operator_counts(flatbuffer)
+    assert counts.get("LceBconv2d", 0) == 6
+    assert counts.get("CONV_2D", 0) == 1 + 2  # float stem + the two downsampling 1x1 convs
+    result = pabt.verify(model, flatbuffer, x)
+    assert result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0
