@@ -1,0 +1,222 @@
+"""The accuracy–latency frontier: PaBT budget nets against fixed-width multi-base nets.
+
+    python -m experiments.frontier --comparisons results/frontier/pabt_b1.5,... \\
+        --output_dir results/frontier
+
+Reads finished runs (`<comparison>/runs/<variant>_s<seed>/` with `results.json` and
+`model.keras`), converts every run's trained model with the current `pabt.convert` (so
+latency is that of today's export, not of the code that trained it), measures all
+flatbuffers together with LCE's interpreter (1 thread, indirect BGEMM, interleaved
+rounds, medians: the same code as `pabt-benchmark`), and writes
+
+    OUTPUT_DIR/frontier.md     one row per point: accuracy mean ± std (test and validation),
+                               binary MACs, LCE latency (ms and × the BNN point), size
+    OUTPUT_DIR/frontier.json   the same numbers and every run's
+    OUTPUT_DIR/frontier.png    accuracy vs latency and accuracy vs binary MACs
+
+and whether PaBT's frontier dominates: for every multi-base baseline point a PaBT point
+with no more latency and no less accuracy.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import statistics
+import sys
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from experiments.common import read_json, write_json
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_list("comparisons", [], "Comparison output directories (with runs/).")
+    flags.DEFINE_string("output_dir", "results/frontier", "Where the table and plot go.")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+    flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
+    flags.DEFINE_integer("repeats", 5, "Timed inferences per model per round.")
+
+
+def point_label(config: dict[str, Any]) -> tuple[str, str]:
+    """(family, label) of a run: PaBT with its budget / as a BNN, or ABC-Net M×N."""
+    if config["method"] == "pabt":
+        if config.get("budget"):
+            return "PaBT", f"PaBT budget {config['budget']:g}"
+        return "PaBT", "PaBT → BNN"
+    if config["method"] == "abc":
+        m, n = (config.get("model_kwargs") or {}).get("abc_bases", (3, 3))
+        return "ABC-Net", f"ABC-Net {m}/{n}"
+    return config["method"], config["method"]
+
+
+def collect_runs(comparisons: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Finished runs grouped by variant (run directory name without `_s<seed>`)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for comparison in comparisons:
+        for path in sorted(glob.glob(os.path.join(comparison, "runs", "*", "results.json"))):
+            run_dir = os.path.dirname(path)
+            variant = re.sub(r"_s\d+$", "", os.path.basename(run_dir))
+            result = read_json(path)
+            result["run_dir"] = run_dir
+            groups.setdefault(f"{comparison}:{variant}", []).append(result)
+    if not groups:
+        raise ValueError(f"No finished runs (runs/*/results.json) under {comparisons}.")
+    return groups
+
+
+def convert_run(run_dir: str) -> bytes:
+    """The run's trained model converted with today's export (PaBT/ABC) or LCE."""
+    import tensorflow as tf
+
+    import pabt_tf as pabt
+
+    model = tf.keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    if pabt.pabt_layers(model):
+        return pabt.convert(model)
+    import larq_compute_engine as lce
+
+    return lce.convert_keras_model(model)
+
+
+def _mean_std(values) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: int) -> list[dict]:
+    """One point per group: accuracies, MACs and interleaved LCE latency of every run."""
+    from converters.benchmark import host_latencies, paired_ratio
+
+    flatbuffers = {}
+    for key, runs in groups.items():
+        for i, run in enumerate(runs):
+            flatbuffers[f"{key}#{i}"] = convert_run(run["run_dir"])
+    latencies = {
+        lat.label: lat
+        for lat in host_latencies(flatbuffers, threads=(threads,), kernels=("indirect_bgemm",),
+                                  rounds=rounds, repeats=repeats)
+    }  # fmt: skip
+    bnn_key = next((k for k, runs in groups.items()
+                    if runs[0]["config"]["method"] == "pabt" and not runs[0]["config"].get("budget")), None)  # fmt: skip
+    points = []
+    for key, runs in groups.items():
+        family, label = point_label(runs[0]["config"])
+        lats = [latencies[f"{key}#{i}"] for i in range(len(runs))]
+        ratios = ([paired_ratio(lat, latencies[f"{bnn_key}#{i % len(groups[bnn_key])}"]) for i, lat in enumerate(lats)]
+                  if bnn_key else [])  # fmt: skip
+        acc, acc_std = _mean_std([r["test_accuracy"] for r in runs])
+        val, val_std = _mean_std([r.get("val_accuracy") for r in runs])
+        points.append({
+            "key": key, "family": family, "label": label,
+            "seeds": [r["config"]["seed"] for r in runs],
+            "accuracies": [r["test_accuracy"] for r in runs],
+            "accuracy_mean": acc, "accuracy_std": acc_std,
+            "val_accuracy_mean": val, "val_accuracy_std": val_std,
+            "mean_binary_convs": _mean_std([r.get("mean_binary_convs") for r in runs])[0],
+            "binary_macs": _mean_std([r.get("binary_macs") for r in runs])[0],
+            "latency_ms": statistics.mean(lat.median_ms for lat in lats),
+            "latency_ms_per_run": [lat.median_ms for lat in lats],
+            "latency_vs_bnn": statistics.mean(ratios) if ratios else None,
+            "flatbuffer_bytes": statistics.mean(len(flatbuffers[f"{key}#{i}"]) for i in range(len(runs))),
+        })  # fmt: skip
+    return sorted(points, key=lambda p: (p["family"], p["latency_ms"]))
+
+
+def dominance(points: list[dict]) -> list[str]:
+    """For every multi-base baseline point: the PaBT point that dominates it, or none."""
+    pabt = [p for p in points if p["family"] == "PaBT"]
+    lines = []
+    for base in (p for p in points if p["family"] == "ABC-Net"):
+        winners = [p for p in pabt if p["latency_ms"] <= base["latency_ms"] and p["accuracy_mean"] >= base["accuracy_mean"]]
+        if winners:
+            best = max(winners, key=lambda p: p["accuracy_mean"])
+            lines.append(f"{base['label']} ({100 * base['accuracy_mean']:.2f} %, {base['latency_ms']:.3f} ms): "
+                         f"dominated by {best['label']} ({100 * best['accuracy_mean']:.2f} %, {best['latency_ms']:.3f} ms)")  # fmt: skip
+        else:
+            lines.append(f"{base['label']} ({100 * base['accuracy_mean']:.2f} %, {base['latency_ms']:.3f} ms): "
+                         "NOT dominated by any PaBT point")
+    return lines
+
+
+def markdown(points: list[dict], verdict: list[str], command: str, threads: int) -> str:
+    rows = [
+        "| point | test accuracy (%) | validation accuracy (%) | mean binary convs | binary MACs | LCE latency (ms) | × PaBT BNN | flatbuffer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        ratio = "—" if p["latency_vs_bnn"] is None else f"{p['latency_vs_bnn']:.2f}×"
+        val = "—" if p["val_accuracy_mean"] is None else f"{100 * p['val_accuracy_mean']:.2f} ± {100 * p['val_accuracy_std']:.2f}"
+        rows.append(
+            f"| {p['label']} | **{100 * p['accuracy_mean']:.2f} ± {100 * p['accuracy_std']:.2f}** | {val} | "
+            f"{p['mean_binary_convs']:.2f} | {p['binary_macs'] / 1e6:.1f} M | {p['latency_ms']:.3f} | {ratio} | "
+            f"{p['flatbuffer_bytes'] / 1024:.1f} KiB |"
+        )  # fmt: skip
+    return "\n".join([
+        "# Accuracy–latency frontier (Fashion-MNIST, fmnist_cnn)", "", *rows, "",
+        *[f"- {line}" for line in verdict], "",
+        f"Latency: LCE interpreter, {threads} thread, indirect BGEMM kernels, median single-image "
+        "latency over interleaved rounds (every flatbuffer in every round), mean over seeds; "
+        "× PaBT BNN is the median of per-round ratios. Each run's model.keras is converted with "
+        "today's export. Accuracy: full test set after the last epoch, std over seeds (ddof=1).",
+        "", "Command:", "", "```", command, "```",
+    ])  # fmt: skip
+
+
+def plot(points: list[dict], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for family, marker in (("PaBT", "o"), ("ABC-Net", "s")):
+        pts = sorted((p for p in points if p["family"] == family), key=lambda p: p["latency_ms"])
+        if not pts:
+            continue
+        for ax, key, scale in ((axes[0], "latency_ms", 1.0), (axes[1], "binary_macs", 1e-6)):
+            xs = [p[key] * scale for p in pts]
+            ax.errorbar(xs, [100 * p["accuracy_mean"] for p in pts], yerr=[100 * p["accuracy_std"] for p in pts],
+                        marker=marker, capsize=3, label=family)  # fmt: skip
+            for x, p in zip(xs, pts):
+                ax.annotate(p["label"].replace("PaBT ", "").replace("ABC-Net ", ""), (x, 100 * p["accuracy_mean"]),
+                            textcoords="offset points", xytext=(4, -10), fontsize=7)  # fmt: skip
+    axes[0].set_xlabel("LCE latency per image (ms, 1 thread, indirect BGEMM)")
+    axes[1].set_xlabel("binary MACs per image (M)")
+    for ax in axes:
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Accuracy vs deployed cost: PaBT budgets vs ABC-Net widths (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv):
+    del argv
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    command = "python -m experiments.frontier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    points = measure(collect_runs(FLAGS.comparisons), FLAGS.threads, FLAGS.rounds, FLAGS.repeats)
+    verdict = dominance(points)
+    text = markdown(points, verdict, command, FLAGS.threads)
+    with open(os.path.join(FLAGS.output_dir, "frontier.md"), "w") as f:
+        f.write(text + "\n")
+    write_json(os.path.join(FLAGS.output_dir, "frontier.json"), {"points": points, "verdict": verdict, "command": command})
+    plot(points, os.path.join(FLAGS.output_dir, "frontier.png"))
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
