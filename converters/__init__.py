@@ -7,3 +7,5 @@ import os
 # CPU-only runtime (e.g. "failed call to cuInit" on a machine without a GPU) are hidden
 # unless the user sets TF_CPP_MIN_LOG_LEVEL; Python-level errors still surface.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Our programs need tf.keras = Keras 2 whatever they import first (larq, LCE, TF).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

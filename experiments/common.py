@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 from typing import Any
 
 import larq as lq
@@ -91,12 +93,44 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: str, data: Any) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(to_jsonable(data), f, indent=2)
-        f.write("\n")
+    """Write `data` as JSON atomically (a temporary file renamed over `path`), so a run
+    killed mid-write leaves the previous file, never a truncated one."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(to_jsonable(data), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def collect_runs(comparisons: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Finished runs of `experiments.compare` output directories, grouped by variant.
+
+    # Returns
+        `{"<comparison>:<variant>": [results, ...]}`, the variant being the run directory's
+        name without `_s<seed>`; each results dict gets its `run_dir`.
+
+    # Raises
+        ValueError: no finished run (`runs/*/results.json`) under the directories.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for comparison in comparisons:
+        for path in sorted(glob.glob(os.path.join(comparison, "runs", "*", "results.json"))):
+            run_dir = os.path.dirname(path)
+            variant = re.sub(r"_s\d+$", "", os.path.basename(run_dir))
+            result = read_json(path)
+            result["run_dir"] = run_dir
+            groups.setdefault(f"{comparison}:{variant}", []).append(result)
+    if not groups:
+        raise ValueError(f"No finished runs (runs/*/results.json) under {comparisons}.")
+    return groups

@@ -20,9 +20,7 @@ with no more latency and no less accuracy.
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 import shlex
 import statistics
 import sys
@@ -31,7 +29,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from experiments.common import read_json, write_json
+from experiments.common import collect_runs, write_json
 
 FLAGS = flags.FLAGS
 
@@ -54,21 +52,6 @@ def point_label(config: dict[str, Any]) -> tuple[str, str]:
         m, n = (config.get("model_kwargs") or {}).get("abc_bases", (3, 3))
         return "ABC-Net", f"ABC-Net {m}/{n}"
     return config["method"], config["method"]
-
-
-def collect_runs(comparisons: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Finished runs grouped by variant (run directory name without `_s<seed>`)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for comparison in comparisons:
-        for path in sorted(glob.glob(os.path.join(comparison, "runs", "*", "results.json"))):
-            run_dir = os.path.dirname(path)
-            variant = re.sub(r"_s\d+$", "", os.path.basename(run_dir))
-            result = read_json(path)
-            result["run_dir"] = run_dir
-            groups.setdefault(f"{comparison}:{variant}", []).append(result)
-    if not groups:
-        raise ValueError(f"No finished runs (runs/*/results.json) under {comparisons}.")
-    return groups
 
 
 def convert_run(run_dir: str) -> bytes:

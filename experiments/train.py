@@ -41,7 +41,7 @@ from experiments.common import model_costs, write_json
 from experiments.plots import plot_run
 from experiments.run_state import RunProgress, backup_callback, finish
 from pabt_tf import models as zoo
-from pabt_tf.data import DATASETS, load_datasets
+from pabt_tf.data import CITYSCAPES_IGNORE_LABEL as IGNORE, DATASETS, load_datasets
 from pabt_tf.layers import pabt_layers
 
 FLAGS = flags.FLAGS
@@ -94,75 +94,84 @@ DEFAULTS: dict[str, Any] = dict(
 )
 
 
+# One row per flag: (kind, help, extra); the default is always DEFAULTS[name].
+_FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "dataset": ("enum", "Data set.", {"enum_values": list(DATASETS)}),
+    "data_dir": ("string", "tfds data directory (cifar10, imagenet2012, cityscapes) or "
+                 "Fashion-MNIST IDX folder (default: Debian's).", {}),
+    "model": ("enum", "Zoo model.", {"enum_values": list(zoo.MODELS)}),
+    "method": ("enum", "Binarization method.", {"enum_values": list(zoo.METHODS)}),
+    "epochs": ("integer", "Training epochs.", {}),
+    "steps": ("integer", "Steps per epoch (default: the whole training set).", {}),
+    "batch_size": ("integer", "Batch size.", {}),
+    "learning_rate": ("float", "Adam learning rate.", {}),
+    "lr_schedule": ("enum", "Learning-rate schedule over all training steps.",
+                    {"enum_values": ["cosine", "constant"]}),
+    "weight_bases": ("integer", "PaBT: M, weight bases per layer.", {"short_name": "M"}),
+    "activation_bases": ("integer", "PaBT: N, activation bases per layer.", {"short_name": "N"}),
+    "latent_weights": ("boolean", "PaBT: latent weights (Adam, STE) or latent-weight-free ±1 "
+                       "kernels trained by Bop.", {}),
+    "criterion": ("enum", "Importance.", {"enum_values": ["taylor", "taylor_squared"]}),
+    "importance_momentum": ("float", "Importance EMA momentum.", {}),
+    "prune_schedule": ("enum", "Pruning schedule shape.",
+                       {"enum_values": ["polynomial", "linear", "oneshot"]}),
+    "prune_begin": ("float", "First pruning event, fraction of all training steps.", {}),
+    "prune_end": ("float", "Last pruning event (network is a BNN), fraction of all steps.", {}),
+    "prune_power": ("float", "Polynomial schedule power.", {}),
+    "prune_frequency": ("integer", "Steps between pruning events (default: the schedule "
+                        "span / 40, at least 1).", {}),
+    "target_per_layer": ("integer", "Binary convs each layer ends with (1 = BNN).", {}),
+    "ranking": ("enum", "Pruning ranking.", {"enum_values": ["global", "layerwise"]}),
+    "normalization": ("enum", "Global ranking: per-layer importance normalisation.",
+                      {"enum_values": ["sum", "max", "none"]}),
+    "mac_weighted": ("boolean", "Global ranking: weight scores by MACs.", {}),
+    "decay_steps": ("integer", "Soft pruning: gate decay steps (0 = hard; at most a tenth of "
+                    "all steps).", {}),
+    "budget": ("float", "Stop at this mean of binary convs per layer (MBN).", {}),
+    "bop_threshold": ("float", "Bop threshold (bnn_bop, latent-free pabt).", {}),
+    "bop_gamma": ("float", "Bop adaptivity rate gamma.", {}),
+    "validation_size": ("integer", "Examples carved from train for validation (0 = test set).", {}),
+    "train_limit": ("integer", "Use only this many training examples.", {}),
+    "validation_limit": ("integer", "Use only this many validation examples.", {}),
+    "test_limit": ("integer", "Use only this many test examples.", {}),
+    "augment": ("boolean", "Training augmentation.", {}),
+    "seed": ("integer", "Random seed (init, split, shuffle, augmentation).", {}),
+    "output_dir": ("string", "Run directory (a stopped run started again resumes).", {}),
+    "verify_samples": ("integer", "Test images for LCE-vs-Keras verification.", {}),
+    "convert": ("boolean", "Convert to an LCE flatbuffer and verify it.", {}),
+    "save_model": ("boolean", "Save model.keras.", {}),
+    "verbose": ("integer", "Keras fit verbosity (1 = progress bars).", {}),
+    "model_kwargs": ("json", 'Extra model builder arguments as JSON, e.g. '
+                     '\'{"filters": [64, 64, 128, 128]}\'.', {}),
+    "data_kwargs": ("json", 'Extra data loader arguments as JSON, e.g. '
+                    '\'{"image_size": [256, 512]}\' for cityscapes.', {}),
+    "evaluate_mbn": ("boolean", "PaBT: also measure the multi-base network's test accuracy "
+                     "just before the first pruning event.", {}),
+    "distill_weight": ("float", "PaBT: weight λ of self-distillation from the unpruned "
+                       "multi-base network (snapshot at the first pruning event).", {}),
+    "distill_temperature": ("float", "PaBT self-distillation temperature.", {}),
+}
+assert set(_FLAG_SPECS) == set(DEFAULTS), "every config key is a flag, and only those"
+
+
 def define_flags() -> None:
-    """Define the absl flags (idempotent)."""
+    """Define the absl flags (idempotent), one per `DEFAULTS` key, with its default."""
     if "method" in FLAGS:
         return
-    flags.DEFINE_enum("dataset", DEFAULTS["dataset"], list(DATASETS), "Data set.")
-    flags.DEFINE_string("data_dir", None, "tfds data directory (cifar10, imagenet2012, "
-                        "cityscapes) or Fashion-MNIST IDX folder (default: Debian's).")
-    flags.DEFINE_enum("model", DEFAULTS["model"], list(zoo.MODELS), "Zoo model.")
-    flags.DEFINE_enum("method", DEFAULTS["method"], list(zoo.METHODS), "Binarization method.")
-    flags.DEFINE_integer("epochs", DEFAULTS["epochs"], "Training epochs.")
-    flags.DEFINE_integer("steps", None, "Steps per epoch (default: the whole training set).")
-    flags.DEFINE_integer("batch_size", DEFAULTS["batch_size"], "Batch size.")
-    flags.DEFINE_float("learning_rate", DEFAULTS["learning_rate"], "Adam learning rate.")
-    flags.DEFINE_enum("lr_schedule", DEFAULTS["lr_schedule"], ["cosine", "constant"],
-                      "Learning-rate schedule over all training steps.")
-    flags.DEFINE_integer("weight_bases", 3, "PaBT: M, weight bases per layer.", short_name="M")
-    flags.DEFINE_integer("activation_bases", 3, "PaBT: N, activation bases per layer.",
-                         short_name="N")
-    flags.DEFINE_boolean("latent_weights", True, "PaBT: latent weights (Adam, STE) or "
-                         "latent-weight-free ±1 kernels trained by Bop.")
-    flags.DEFINE_enum("criterion", "taylor", ["taylor", "taylor_squared"], "Importance.")
-    flags.DEFINE_float("importance_momentum", DEFAULTS["importance_momentum"],
-                       "Importance EMA momentum.")
-    flags.DEFINE_enum("prune_schedule", "polynomial", ["polynomial", "linear", "oneshot"],
-                      "Pruning schedule shape.")
-    flags.DEFINE_float("prune_begin", DEFAULTS["prune_begin"],
-                       "First pruning event, fraction of all training steps.")
-    flags.DEFINE_float("prune_end", DEFAULTS["prune_end"],
-                       "Last pruning event (network is a BNN), fraction of all steps.")
-    flags.DEFINE_float("prune_power", 3.0, "Polynomial schedule power.")
-    flags.DEFINE_integer("prune_frequency", None, "Steps between pruning events "
-                         "(default: the schedule span / 40, at least 1).")
-    flags.DEFINE_integer("target_per_layer", 1, "Binary convs each layer ends with (1 = BNN).")
-    flags.DEFINE_enum("ranking", "global", ["global", "layerwise"], "Pruning ranking.")
-    flags.DEFINE_enum("normalization", "sum", ["sum", "max", "none"],
-                      "Global ranking: per-layer importance normalisation.")
-    flags.DEFINE_boolean("mac_weighted", False, "Global ranking: weight scores by MACs.")
-    flags.DEFINE_integer("decay_steps", DEFAULTS["decay_steps"], "Soft pruning: gate decay "
-                         "steps (0 = hard; at most a tenth of all steps).")
-    flags.DEFINE_float("budget", None, "Stop at this mean of binary convs per layer (MBN).")
-    flags.DEFINE_float("bop_threshold", 1e-8, "Bop threshold (bnn_bop, latent-free pabt).")
-    flags.DEFINE_float("bop_gamma", 1e-4, "Bop adaptivity rate gamma.")
-    flags.DEFINE_integer("validation_size", DEFAULTS["validation_size"],
-                         "Examples carved from train for validation (0 = test set).")
-    flags.DEFINE_integer("train_limit", None, "Use only this many training examples.")
-    flags.DEFINE_integer("validation_limit", None, "Use only this many validation examples.")
-    flags.DEFINE_integer("test_limit", None, "Use only this many test examples.")
-    flags.DEFINE_boolean("augment", True, "Training augmentation.")
-    flags.DEFINE_integer("seed", 0, "Random seed (init, split, shuffle, augmentation).")
-    flags.DEFINE_string("output_dir", DEFAULTS["output_dir"], "Run directory.")
-    flags.DEFINE_integer("verify_samples", 200, "Test images for LCE-vs-Keras verification.")
-    flags.DEFINE_boolean("convert", True, "Convert to an LCE flatbuffer and verify it.")
-    flags.DEFINE_boolean("save_model", True, "Save model.keras.")
-    flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 = progress bars).")
-    flags.DEFINE_boolean("evaluate_mbn", False, "PaBT: also measure the multi-base "
-                         "network's test accuracy just before the first pruning event.")
-    flags.DEFINE_float("distill_weight", 0.0, "PaBT: weight λ of self-distillation from the "
-                       "unpruned multi-base network (snapshot at the first pruning event).")
-    flags.DEFINE_float("distill_temperature", 2.0, "PaBT self-distillation temperature.")
-    flags.DEFINE_string("data_kwargs", None, 'Extra data loader arguments as JSON, e.g. '
-                        '\'{"image_size": [256, 512]}\' for cityscapes.')
-    flags.DEFINE_string("model_kwargs", None, 'Extra model builder arguments as JSON, e.g. '
-                        '\'{"filters": [64, 64, 128, 128]}\'.')
+    for name, (kind, help_text, extra) in _FLAG_SPECS.items():
+        default = DEFAULTS[name]
+        if kind == "json":
+            kind, default = "string", None if default is None else json.dumps(default)
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, extra["enum_values"], help_text)
+        else:
+            getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **extra)
 
 
 def config_from_flags() -> dict[str, Any]:
     config = {key: getattr(FLAGS, key) for key in DEFAULTS if key in FLAGS}
-    for key in ("model_kwargs", "data_kwargs"):
-        if config.get(key):
+    for key, (kind, _, _) in _FLAG_SPECS.items():
+        if kind == "json" and config.get(key):
             config[key] = json.loads(config[key])
     return config
 
@@ -229,7 +238,7 @@ def accuracy(model: tf.keras.Model, dataset: tf.data.Dataset) -> float:
     for x, y in dataset:
         pred = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
         y = tf.cast(y, tf.int32)
-        valid = tf.not_equal(y, 255)  # segmentation's ignore label
+        valid = tf.not_equal(y, IGNORE)  # segmentation's ignore label
         correct += int(tf.reduce_sum(tf.cast(tf.equal(pred, y) & valid, tf.int32)))
         total += int(tf.reduce_sum(tf.cast(valid, tf.int32)))
     return correct / max(total, 1)
@@ -280,29 +289,29 @@ def _schedule(config: dict, total_steps: int):
 
 def _loss(config: dict):
     if config["dataset"] == "cityscapes":
-        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
+        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def _metrics(config: dict, num_classes: int) -> list:
     if config["dataset"] == "cityscapes":
-        # Pixel accuracy and mean IoU over the labelled pixels (255 = ignore).
+        # Pixel accuracy and mean IoU over the labelled pixels (IGNORE = unlabelled).
         return [
             PixelAccuracy(name="accuracy"),
-            tf.keras.metrics.MeanIoU(num_classes, name="mean_iou", sparse_y_pred=False, ignore_class=255),
+            tf.keras.metrics.MeanIoU(num_classes, name="mean_iou", sparse_y_pred=False, ignore_class=IGNORE),
         ]
     return ["accuracy"]
 
 
 class PixelAccuracy(tf.keras.metrics.Mean):
-    """Top-1 accuracy over the pixels whose label is not 255 (Cityscapes' ignore label)."""
+    """Top-1 accuracy over the pixels whose label is not Cityscapes' ignore label."""
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = tf.cast(y_true, tf.int32)
         if y_true.shape.rank == y_pred.shape.rank:
             y_true = tf.squeeze(y_true, -1)
         pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
-        valid = tf.cast(tf.not_equal(y_true, 255), tf.float32)
+        valid = tf.cast(tf.not_equal(y_true, IGNORE), tf.float32)
         correct = tf.cast(tf.equal(pred, y_true), tf.float32)
         return super().update_state(correct, sample_weight=valid)
 
@@ -316,9 +325,9 @@ def flatbuffer_accuracy(flatbuffer: bytes, images: np.ndarray, labels: np.ndarra
     """Top-1 accuracy of the flatbuffer run by LCE's interpreter."""
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-    from pabt_tf.export import _default_indirect_bgemm
+    from pabt_tf.export import default_indirect_bgemm
 
-    interpreter = Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=_default_indirect_bgemm())
+    interpreter = Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=default_indirect_bgemm())
     out = np.asarray(interpreter.predict(images))
     return float(np.mean(out.reshape(len(images), -1).argmax(-1) == labels.reshape(len(images))))
 

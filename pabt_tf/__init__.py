@@ -1,6 +1,7 @@
 """pabt_tf: Pruning as a Binarization Technique (PaBT) for Keras/Larq.
 
-Importing this package makes `tf.keras` Keras 2 (see `pabt_tf._env`).
+Importing this package makes `tf.keras` Keras 2 (see `pabt_tf._env`); it changes nothing
+else in TensorFlow or Larq.
 """
 
 from pabt_tf._env import ensure_keras2 as _ensure_keras2
@@ -9,7 +10,7 @@ _ensure_keras2()
 
 from pabt_tf import layers, quantizers  # noqa: E402
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers  # noqa: E402
-from pabt_tf.summary import mean_binary_convs, summary  # noqa: E402
+from pabt_tf.costs import larq_profile, larq_summary, mean_binary_convs, summary  # noqa: E402
 from pabt_tf.transform import from_model  # noqa: E402
 from pabt_tf import training  # noqa: E402
 from pabt_tf.training import PaBTModel  # noqa: E402
@@ -17,6 +18,44 @@ from pabt_tf import callbacks, schedules  # noqa: E402
 from pabt_tf.callbacks import PaBTPruningCallback  # noqa: E402
 from pabt_tf import export  # noqa: E402
 from pabt_tf.export import convert, strip_pabt, verify  # noqa: E402
-from pabt_tf import data, models  # noqa: E402
+from pabt_tf import data, methods, models  # noqa: E402
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (defined once, in setup.py)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pabt_tf")
+    except metadata.PackageNotFoundError:  # imported from a source tree never installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
+__all__ = [
+    "PaBTConv2D",
+    "PaBTDense",
+    "PaBTLayer",
+    "PaBTModel",
+    "PaBTPruningCallback",
+    "callbacks",
+    "convert",
+    "data",
+    "export",
+    "from_model",
+    "larq_profile",
+    "larq_summary",
+    "layers",
+    "mean_binary_convs",
+    "methods",
+    "models",
+    "pabt_layers",
+    "quantizers",
+    "schedules",
+    "strip_pabt",
+    "summary",
+    "training",
+    "verify",
+    "__version__",
+]

@@ -43,6 +43,11 @@ def test_macs_per_layer():
 
 def test_larq_summary_counts_pabt_binary_macs_only():
     model = _model()
+    with pabt.larq_profile():  # Larq is taught about PaBT layers only inside the block
+        _check_larq_profile(model)
+
+
+def _check_larq_profile(model):
     profile = lq.models.ModelProfile(model)
     # Unpruned: M·N binary convolutions each; gates, masks, scales, thresholds,
     # importances are not MACs: the only 32-bit MACs are the float head's.
@@ -108,3 +113,33 @@ def test_bnn_has_mean_one_and_errors():
         pabt.summary(plain)
     with pytest.raises(ValueError, match="PaBT"):
         pabt.mean_binary_convs(plain)
+
+
+def test_larq_is_patched_only_inside_larq_profile():
+    original = lq.models.LayerProfile
+    model = _model()
+    assert lq.models.ModelProfile(model).op_count("mac", 32) > HEAD  # Larq's own count
+    with pabt.larq_profile():
+        assert lq.models.LayerProfile is not original
+        assert lq.models.ModelProfile(model).op_count("mac", 32) == HEAD
+    assert lq.models.LayerProfile is original
+    with pytest.raises(RuntimeError), pabt.larq_profile():
+        raise RuntimeError("restored on error too")
+    assert lq.models.LayerProfile is original
+    lines = []
+    pabt.larq_summary(model, print_fn=lines.append)
+    assert any("1-bit MACs" in line for line in lines) and lq.models.LayerProfile is original
+
+
+def test_import_changes_nothing_in_larq_and_names_are_unambiguous():
+    import subprocess
+    import sys
+
+    code = ("import larq.models as m; before = m.LayerProfile\n"
+            "import pabt_tf\n"
+            "assert m.LayerProfile is before\n"
+            "import types; assert isinstance(pabt_tf.summary, types.FunctionType)\n"
+            "assert set(pabt_tf.__all__) <= set(dir(pabt_tf)) and pabt_tf.__version__ != '0+unknown'\n"
+            "print('OK')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]

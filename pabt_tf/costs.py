@@ -1,12 +1,11 @@
-"""Cost accounting for PaBT networks: effective bit-width, binary MACs and BOPs.
-
-Importing this module also teaches `larq.models.summary` about PaBT layers (see
-`_PaBTLayerProfile`).
+"""Cost accounting for PaBT networks: effective bit-width, binary MACs and BOPs — in our
+own table (`summary`) and in Larq's (`larq_summary`, `larq_profile`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import larq as lq
 import larq.models as _lq_models
@@ -14,7 +13,7 @@ import tensorflow as tf
 
 from pabt_tf.layers import PaBTLayer, pabt_layers
 
-__all__ = ["mean_binary_convs", "summary"]
+__all__ = ["larq_profile", "larq_summary", "mean_binary_convs", "summary"]
 
 
 def mean_binary_convs(model: tf.keras.Model) -> float:
@@ -140,13 +139,13 @@ def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print
 class _PaBTLayerProfile(_lq_models.LayerProfile):
     """`larq.models.LayerProfile` that also understands PaBT layers.
 
-    Why a patch: `lq.models.summary` counts MACs only for the layer classes in its
+    Why: `lq.models.summary` counts MACs only for the layer classes in its
     `mac_containing_layers` tuple, and for those it counts *every* non-bias weight as
     MACs — gates, masks, scales and thresholds would show up as 32-bit MACs. Larq has
     no registration hook, but `ModelProfile` looks `LayerProfile` up in `larq.models`
-    at call time, so replacing that name is enough. For PaBT layers the only MACs are
-    the 1-bit MACs of the active binary convolutions; every other layer is profiled
-    exactly as before.
+    at call time, so `larq_profile` swaps that name for the duration of a block. For
+    PaBT layers the only MACs are the 1-bit MACs of the active binary convolutions;
+    every other layer is profiled exactly as by Larq.
     """
 
     def __init__(self, layer: tf.keras.layers.Layer):
@@ -175,10 +174,28 @@ class _PaBTLayerProfile(_lq_models.LayerProfile):
         return sum(op.n for op in self.op_profiles if precision in (None, op.precision))
 
 
-def _install_larq_profile() -> None:
-    if not issubclass(_lq_models.LayerProfile, _PaBTLayerProfile):
-        _lq_models.LayerProfile = _PaBTLayerProfile
+@contextlib.contextmanager
+def larq_profile() -> Iterator[None]:
+    """Within the block, Larq's `lq.models.summary` / `lq.models.ModelProfile` count a
+    PaBT layer's MACs as its active binary convolutions' 1-bit MACs.
+
+    Larq is changed only inside the block (and restored even on error): importing
+    pabt_tf leaves Larq as it is for code that never asked.
+
+    ```python
+    with pabt.larq_profile():
+        lq.models.summary(model)
+    ```
+    """
+    original = _lq_models.LayerProfile
+    _lq_models.LayerProfile = _PaBTLayerProfile
+    try:
+        yield
+    finally:
+        _lq_models.LayerProfile = original
 
 
-_install_larq_profile()
-assert lq.models.LayerProfile is _PaBTLayerProfile
+def larq_summary(model: tf.keras.Model, **kwargs) -> Any:
+    """`lq.models.summary(model, **kwargs)` with PaBT layers profiled (`larq_profile`)."""
+    with larq_profile():
+        return lq.models.summary(model, **kwargs)

@@ -1,0 +1,86 @@
+"""Choose among method variants on the validation split, never on test accuracy.
+
+    python -m experiments.select_schedule --comparisons results/fashion_mnist,... \\
+        --method pabt --output results/schedule_selection.md
+
+Every variant (a comparison's run directory name without `_s<seed>`) is scored by its
+mean validation accuracy over seeds (the split carved from the training set with each
+run's seed); the highest mean wins. Test accuracy is listed for the record only, and
+final numbers must then come from seeds that took no part in the choice.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from experiments.common import collect_runs
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_list("comparisons", [], "Comparison output directories (with runs/).")
+    flags.DEFINE_string("method", "pabt", "Only variants of this method compete.")
+    flags.DEFINE_string("output", "results/schedule_selection.md", "Markdown report.")
+
+
+SETTINGS = ("prune_begin", "prune_end", "prune_power", "decay_steps", "importance_momentum",
+            "ranking", "criterion", "epochs")  # fmt: skip
+
+
+def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict]:
+    """Rows (one per variant of `method`, best validation mean first) and the winner.
+
+    # Raises
+        ValueError: a run has no validation accuracy, or no variant of `method` exists.
+    """
+    rows = []
+    for key, runs in groups.items():
+        if runs[0]["config"]["method"] != method:
+            continue
+        vals = [r.get("val_accuracy") for r in runs]
+        if any(v is None for v in vals):
+            raise ValueError(f"{key}: a run has no validation accuracy; it cannot take part in a choice.")
+        tests = [r["test_accuracy"] for r in runs]
+        rows.append({
+            "variant": key, "seeds": [r["config"]["seed"] for r in runs],
+            "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+            "test_mean": float(np.mean(tests)),
+            "settings": {k: runs[0]["config"].get(k) for k in SETTINGS},
+        })  # fmt: skip
+    if not rows:
+        raise ValueError(f"No runs of method {method!r} among {list(groups)}.")
+    rows.sort(key=lambda r: -r["val_mean"])
+    return rows, rows[0]
+
+
+def main(argv):
+    del argv
+    rows, best = select(collect_runs(FLAGS.comparisons), FLAGS.method)
+    command = "python -m experiments.select_schedule " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    lines = [
+        f"# Choosing the {FLAGS.method} schedule on validation accuracy", "",
+        "| variant | seeds | validation accuracy (%) | settings | test accuracy (%), not used to choose |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+        lines.append(f"| {r['variant']} | {', '.join(map(str, r['seeds']))} | "
+                     f"{100 * r['val_mean']:.2f} ± {100 * r['val_std']:.2f} | {settings} | {100 * r['test_mean']:.2f} |")  # fmt: skip
+    lines += ["", f"Chosen (highest mean validation accuracy): **{best['variant']}**.", "",
+              "Command:", "", "```", command, "```"]  # fmt: skip
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,83 @@
+"""Reduced end-to-end runs of issue 9's experiment paths: the residual backbone, budget
+(mixed-bit) PaBT runs, ABC-Net of other widths, the frontier and validation-based
+selection (tiny data, a few steps)."""
+
+import json
+
+import pytest
+
+from experiments import frontier, select_schedule, train
+from experiments.common import collect_runs
+
+TINY = dict(
+    epochs=1, steps=6, train_limit=384, validation_limit=128, test_limit=128, verify_samples=16,
+    model_kwargs={"filters": [8, 8, 8, 8], "stem_filters": 8}, prune_begin=0.1, prune_end=0.6,
+    decay_steps=0, verbose=0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frontier")
+    runs = {
+        "pabt_s0": dict(method="pabt", convert=False),  # the frontier converts model.keras itself
+        "pabt_b2_s0": dict(method="pabt", budget=2.0, convert=False),
+        "abc_2x1_s0": dict(method="abc", model_kwargs=dict(TINY["model_kwargs"], abc_bases=[2, 1])),
+    }
+    results = {name: train.train(dict(TINY, output_dir=str(root / "runs" / name), **extra))
+               for name, extra in runs.items()}  # fmt: skip
+    return root, results
+
+
+def test_budget_run_ends_at_its_budget(comparison):
+    _, results = comparison
+    budget = results["pabt_b2_s0"]
+    assert 1.0 < budget["mean_binary_convs"] <= 2.0 + 1e-9
+    assert budget["mean_binary_convs"] > 2.0 - 1.0  # stopped at the budget, not at a BNN
+    assert results["pabt_s0"]["mean_binary_convs"] == 1.0
+    assert results["abc_2x1_s0"]["mean_binary_convs"] == 2.0
+    assert results["abc_2x1_s0"]["found_bconvs"] == 4 * 2  # every active conv is an LceBconv2d
+
+
+def test_frontier_measures_every_point_and_judges_dominance(comparison):
+    root, results = comparison
+    points = frontier.measure(collect_runs([str(root)]), threads=1, rounds=1, repeats=1)
+    labels = {p["label"]: p for p in points}
+    assert set(labels) == {"PaBT → BNN", "PaBT budget 2", "ABC-Net 2/1"}
+    assert labels["PaBT → BNN"]["latency_vs_bnn"] == pytest.approx(1.0)
+    for p in points:
+        assert p["latency_ms"] > 0 and p["flatbuffer_bytes"] > 0
+        assert p["accuracy_mean"] == results[p["key"].split(":")[1] + "_s0"]["test_accuracy"]
+    assert labels["ABC-Net 2/1"]["binary_macs"] == 2 * labels["PaBT → BNN"]["binary_macs"]
+    assert labels["ABC-Net 2/1"]["latency_vs_bnn"] > 1.0
+    verdict = frontier.dominance(points)
+    abc, budget = labels["ABC-Net 2/1"], labels["PaBT budget 2"]
+    dominated = any(p["latency_ms"] <= abc["latency_ms"] and p["accuracy_mean"] >= abc["accuracy_mean"]
+                    for p in (labels["PaBT → BNN"], budget))  # fmt: skip
+    assert len(verdict) == 1 and verdict[0].startswith("ABC-Net 2/1")
+    assert ("NOT dominated" in verdict[0]) == (not dominated)
+    text = frontier.markdown(points, verdict, "cmd", 1)
+    assert text.count("| ABC-Net") == 1 and "× PaBT BNN" in text
+    assert frontier.plot(points, str(root / "frontier.png"))
+
+
+def test_selection_uses_validation_not_test(tmp_path):
+    for variant, val, test in (("pabt_a", 0.80, 0.90), ("pabt_b", 0.85, 0.70)):
+        for seed in (0, 1):
+            run = tmp_path / "runs" / f"{variant}_s{seed}"
+            run.mkdir(parents=True)
+            (run / "results.json").write_text(json.dumps(
+                {"config": dict(train.DEFAULTS, seed=seed), "val_accuracy": val, "test_accuracy": test}))
+    rows, best = select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
+    assert best["variant"].endswith(":pabt_b") and [r["val_mean"] for r in rows] == [0.85, 0.80]
+    (tmp_path / "runs" / "pabt_b_s1" / "results.json").write_text(json.dumps(
+        {"config": dict(train.DEFAULTS, seed=1), "val_accuracy": None, "test_accuracy": 0.7}))
+    with pytest.raises(ValueError, match="validation"):
+        select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
+
+
+def test_residual_backbone_trains_and_converts(tmp_path):
+    results = train.train(dict(TINY, model="fmnist_resnet", method="pabt", output_dir=str(tmp_path),
+                               model_kwargs={"stage_filters": [8, 8, 16], "stem_filters": 8}))  # fmt: skip
+    assert results["mean_binary_convs"] == 1.0 and results["found_bconvs"] == 6
+    assert results["verification"]["top1_agreement"] == 1.0
