@@ -27,37 +27,22 @@ import numpy as np
 import tensorflow as tf
 
 import pabt_tf  # noqa: F401  (Keras 2 + registered objects)
-from pabt_tf.export import rewrite_model
+from pabt_tf.binary_layers import is_binary_quant_conv2d, is_binary_quant_dense
+from pabt_tf.graph import NodeContext, all_layers, rewrite_model
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers
 
 __all__ = ["float_twin", "larq_twin", "binary_layer_count"]
 
 
-def _is_binary_quant(layer) -> bool:
-    return (
-        isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDense))
-        and getattr(layer.input_quantizer, "precision", None) == 1
-        and getattr(layer.kernel_quantizer, "precision", None) == 1
-    )
+def _is_binary_quant(layer: tf.keras.layers.Layer) -> bool:
+    return is_binary_quant_conv2d(layer) or is_binary_quant_dense(layer)
 
 
 def binary_layer_count(model: tf.keras.Model) -> int:
     """PaBT layers plus Larq binary `QuantConv2D`/`QuantDense` layers (nested included)."""
-    count, seen = 0, set()
-
-    def visit(layer):
-        nonlocal count
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, PaBTLayer) or _is_binary_quant(layer):
-            count += 1
-        for sub in getattr(layer, "layers", []) or []:
-            visit(sub)
-
-    for layer in model.layers:
-        visit(layer)
-    return count
+    return sum(
+        1 for layer in all_layers(model) if isinstance(layer, PaBTLayer) or _is_binary_quant(layer)
+    )
 
 
 def _pabt_kernel(layer: PaBTLayer) -> np.ndarray:
@@ -79,10 +64,10 @@ def float_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model
     """The float network of the same architecture: binary layers become float ones.
 
     # Raises
-        TypeError / ValueError: as `pabt_tf.export.rewrite_model`.
+        TypeError / ValueError: as `pabt_tf.graph.rewrite_model`.
     """
 
-    def replace(layer, x, context=None):
+    def replace(layer: tf.keras.layers.Layer, x, context: NodeContext | None):
         if isinstance(layer, PaBTLayer):
             weights = [_pabt_kernel(layer) * 0.05]
             if layer.use_bias:
@@ -114,7 +99,7 @@ def larq_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model:
     shift or scale. Larq layers are kept.
     """
 
-    def replace(layer, x, context=None):
+    def replace(layer: tf.keras.layers.Layer, x, context: NodeContext | None):
         binary = dict(
             input_quantizer="ste_sign",
             kernel_quantizer="ste_sign",
@@ -139,7 +124,7 @@ def larq_twin(model: tf.keras.Model, name: str | None = None) -> tf.keras.Model:
         new.set_weights(weights)
         return y
 
-    if not pabt_layers(model):
-        return rewrite_model(model, lambda layer, x, context=None: None, name or f"{model.name}_larq_twin")
-    return rewrite_model(model, replace, name or f"{model.name}_larq_twin")
+    # Without PaBT layers the model's Larq layers already are the twin: copy it.
+    rule = replace if pabt_layers(model) else (lambda layer, x, context: None)
+    return rewrite_model(model, rule, name or f"{model.name}_larq_twin")
 

@@ -1,16 +1,24 @@
-"""Turn a Keras/Larq model into a PaBT model: binary layers become multi-base layers."""
+"""Turn a Keras/Larq model into a PaBT model: binary layers become multi-base layers.
+
+`from_model` is a `replace` rule over `pabt_tf.graph.rewrite_model` (the rewriter
+`strip_pabt` also uses): each selected layer becomes a PaBT layer initialised from its
+kernel by residual binarization; every other layer is copied with its weights.
+"""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
 import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf.binary_layers import is_binary_layer
+from pabt_tf.graph import NodeContext, all_layers, rewrite_model
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer
 from pabt_tf.quantizers import get_binary_quantizer
+from pabt_tf.training import PaBTModel
 
 __all__ = ["from_model", "residual_binarization"]
 
@@ -27,21 +35,6 @@ _UNSUPPORTED_BINARY = (
     lq.layers.QuantLocallyConnected1D,
     lq.layers.QuantLocallyConnected2D,
 )
-
-
-def _precision(quantizer: Any) -> Any:
-    return getattr(quantizer, "precision", None) if quantizer is not None else None
-
-
-def _is_binary(layer: tf.keras.layers.Layer) -> bool:
-    """Larq layer whose input and weights are binary (precision 1)."""
-    if _precision(getattr(layer, "input_quantizer", None)) != 1:
-        return False
-    weight_quantizers = [
-        getattr(layer, name, None)
-        for name in ("kernel_quantizer", "depthwise_quantizer", "pointwise_quantizer")
-    ]
-    return any(_precision(q) == 1 for q in weight_quantizers)
 
 
 def _is_conv2d(layer) -> bool:
@@ -216,7 +209,7 @@ def _selected(layer, predicate) -> bool:
         return False
     if predicate is not None:
         return bool(predicate(layer))
-    if not _is_binary(layer):
+    if not is_binary_layer(layer):
         return False
     if isinstance(layer, _UNSUPPORTED_BINARY) or not (_is_conv2d(layer) or _is_dense(layer)):
         raise ValueError(
@@ -231,10 +224,8 @@ def _selected(layer, predicate) -> bool:
 def _check_nested(model: tf.keras.Model, predicate) -> None:
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
-            for inner in layer.submodules:
-                if isinstance(inner, tf.keras.layers.Layer) and not isinstance(
-                    inner, tf.keras.Model
-                ) and _selected(inner, predicate):
+            for inner in all_layers(layer):
+                if _selected(inner, predicate):
                     raise ValueError(
                         f"from_model: layer {inner.name!r} to convert is inside the nested "
                         f"model {layer.name!r}; convert that model on its own (or flatten "
@@ -251,7 +242,7 @@ def from_model(
     predicate: Callable[[tf.keras.layers.Layer], bool] | None = None,
     **layer_kwargs,
 ):
-    """Clone a Sequential or Functional Keras/Larq model into a `PaBTModel`.
+    """Rebuild a Sequential or Functional Keras/Larq model as a `PaBTModel`.
 
     Every binary layer — a Larq `QuantConv2D`/`QuantDense` whose `input_quantizer` and
     `kernel_quantizer` are binary (`precision == 1`, e.g. `"ste_sign"`, or a
@@ -287,8 +278,6 @@ def from_model(
             data format, padding, non-sign quantizer, inside a nested model) — the
             message names the layer.
     """
-    from pabt_tf.training import PaBTModel  # lazy: training imports the layers
-
     if not isinstance(model, tf.keras.Model):
         raise ValueError(f"from_model: `model` must be a tf.keras.Model, got {type(model).__name__}.")
     is_sequential = isinstance(model, tf.keras.Sequential)
@@ -306,13 +295,16 @@ def from_model(
         raise ValueError(f"from_model: `predicate` must be callable, got {predicate!r}.")
     _check_nested(model, predicate)
 
-    replaced: dict[str, tf.keras.layers.Layer] = {}
-    for layer in model.layers:
-        if _selected(layer, predicate):
-            replaced[layer.name] = _replacement(
-                layer, weight_bases, activation_bases, latent_weights, bases, layer_kwargs
-            )
-    if not replaced:
+    # Every replacement is made (and checked) before the graph is rebuilt, so a model
+    # with a layer that cannot be converted fails before any work, naming the layer.
+    replacements: dict[int, PaBTLayer] = {
+        id(layer): _replacement(
+            layer, weight_bases, activation_bases, latent_weights, bases, layer_kwargs
+        )
+        for layer in model.layers
+        if _selected(layer, predicate)
+    }
+    if not replacements:
         raise ValueError(
             f"from_model: model {model.name!r} has no layers to convert (no QuantConv2D/"
             "QuantDense with binary input and kernel quantizers"
@@ -320,30 +312,15 @@ def from_model(
             + ")."
         )
 
-    def clone(layer):
-        if layer.name in replaced:
-            return replaced[layer.name]
-        return layer.__class__.from_config(layer.get_config())
-
-    if is_sequential:
-        # Rebuild as a functional graph, which PaBTModel needs.
-        inputs = [tf.keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0]) for t in model.inputs]
-        x = inputs[0] if len(inputs) == 1 else inputs
-        for layer in model.layers:
-            x = clone(layer)(x)
-        inputs, outputs = inputs, x
-    else:
-        cloned = tf.keras.models.clone_model(model, clone_function=clone)
-        inputs, outputs = cloned.inputs, cloned.outputs
-    new_model = PaBTModel(inputs=inputs, outputs=outputs, name=model.name)
-
-    new_layers = {layer.name: layer for layer in new_model.layers}
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.InputLayer):
-            continue
-        new = new_layers[layer.name]
-        if layer.name in replaced:
+    def replace(layer: tf.keras.layers.Layer, x, context: NodeContext | None):
+        new = replacements.get(id(layer))
+        if new is None:
+            return None
+        initialise = not new.built
+        y = new(x)  # a shared layer's later calls reuse the same PaBT layer
+        if initialise:
             _initialise(new, layer)
-        else:
-            new.set_weights(layer.get_weights())
-    return new_model
+        return y
+
+    # Nested models (which hold nothing to convert) are copied whole, not inlined.
+    return rewrite_model(model, replace, model.name, inline_nested=False, model_class=PaBTModel)

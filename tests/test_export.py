@@ -351,3 +351,32 @@ def test_operator_list_and_verify_reject_bad_input(trained):
     assert sorted(op.conv_signature[5] for op in bconvs)[-1] == (2, 2)  # dilation kept
     with pytest.raises(ValueError, match="sample shape"):
         verify(model, flatbuffer, np.zeros((2, 28, 28, 3), np.float32))
+
+
+def test_convert_records_lce_warnings_and_parses_operators_once(monkeypatch):
+    import warnings
+
+    from pabt_tf.export import conversion
+
+    inp = tf.keras.Input((8, 8, 4))
+    x = L.BatchNormalization()(inp)
+    model = tf.keras.Model(inp, PaBTConv2D(8, 3, weight_bases=2, activation_bases=2)(x))
+    real_convert, real_parse, parsed = conversion.lce.convert_keras_model, conversion.operator_list, []
+
+    def convert_that_warns(*args, **kwargs):  # the fallback warning LCE really emits
+        warnings.warn("Saved-model conversion failed, falling back to graphdef-based conversion.")
+        return real_convert(*args, **kwargs)
+
+    def counting_parse(flatbuffer):
+        parsed.append(len(flatbuffer))
+        return real_parse(flatbuffer)
+
+    monkeypatch.setattr(conversion.lce, "convert_keras_model", convert_that_warns)
+    monkeypatch.setattr(conversion, "operator_list", counting_parse)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        report = convert_with_report(model)
+    assert not [w for w in shown if "Saved-model" in str(w.message)]  # recorded, not shown
+    assert "LCE: UserWarning: Saved-model conversion failed, falling back to graphdef-based "\
+        "conversion." in report.notes
+    assert len(parsed) == 1 and report.found_bconvs == 4

@@ -212,3 +212,22 @@ def test_subclassed_and_channels_first_and_bad_arguments():
         pabt.from_model(bnn, predicate="b1")
     with pytest.raises(ValueError, match="'flat'"):
         pabt.from_model(bnn, predicate=lambda layer: layer.name == "flat")
+
+
+def test_shared_binary_layer_and_nested_float_model():
+    # One binary conv called on two inputs stays one (shared) PaBT layer; a nested model
+    # with nothing to convert is kept as a nested model with its weights.
+    stem = tf.keras.Sequential([tf.keras.Input((6, 6, 2)), tf.keras.layers.Conv2D(3, 1)],
+                               name="stem")
+    a, b = tf.keras.Input((6, 6, 2), name="a"), tf.keras.Input((6, 6, 2), name="b")
+    shared = lq.layers.QuantConv2D(4, 3, padding="same", pad_values=1.0, name="shared", **BINARY)
+    out = tf.keras.layers.Add()([shared(stem(a)), shared(stem(b))])
+    model = tf.keras.Model([a, b], out, name="two")
+    x = [np.random.default_rng(i).normal(size=(2, 6, 6, 2)).astype(np.float32) for i in (0, 1)]
+    converted = pabt.from_model(model, 1, 1)
+    layer = converted.get_layer("shared")
+    assert isinstance(layer, PaBTConv2D) and len(layer.inbound_nodes) == 2
+    assert isinstance(converted.get_layer("stem"), tf.keras.Sequential)
+    np.testing.assert_array_equal(converted.get_layer("stem").get_weights()[0],
+                                  stem.get_weights()[0])
+    np.testing.assert_array_equal(converted(x), model(x))

@@ -1,0 +1,45 @@
+"""From a trained PaBT model to a verified Larq Compute Engine (LCE) flatbuffer.
+
+DESIGN.md §1.4. One job per module, each usable on its own:
+
+- `strip`: `strip_pabt(model)`, the plain Keras/Larq model computing the same function
+  (every PaBT layer becomes its active binary convolutions, in the pattern LCE turns into
+  `LceBconv2d`), and the constant layers it is made of.
+- `flatbuffer`: `operator_list` / `operator_counts`, a flatbuffer's operators.
+- `check`: `check_binary_convs`, did every binary convolution become an `LceBconv2d`?
+- `verification`: `verify`, LCE's Python interpreter against Keras.
+- `conversion`: `convert` / `convert_with_report`, all of the above in one call.
+
+The graph rewriter `strip_pabt` is built on lives in `pabt_tf.graph` (`rewrite_model`,
+`NodeContext`, re-exported here for code that imported them from this package).
+"""
+
+from pabt_tf.export.strip import (
+    ChannelBias,
+    ChannelScale,
+    DilatedQuantConv2D,
+    ThresholdShift,
+    bconv_owner,
+    strip_pabt,
+)
+from pabt_tf.export.flatbuffer import OperatorInfo, count_operators, operator_counts, operator_list
+from pabt_tf.export.check import BinaryConvCheck, check_binary_convs, check_operators
+from pabt_tf.export.verification import VerificationResult, default_indirect_bgemm, verify
+from pabt_tf.export.conversion import (
+    ConversionError,
+    ConversionReport,
+    convert,
+    convert_with_report,
+)
+from pabt_tf.export import check, conversion, flatbuffer, strip, verification
+from pabt_tf.graph import NodeContext, rewrite_model
+
+__all__ = [
+    *strip.__all__,
+    *flatbuffer.__all__,
+    *check.__all__,
+    *verification.__all__,
+    *conversion.__all__,
+    "rewrite_model",
+    "NodeContext",
+]

@@ -1,0 +1,200 @@
+"""Convert a PaBT (or Larq) model to a checked LCE flatbuffer and report on it.
+
+`convert_with_report` = `strip_pabt` → `larq_compute_engine.convert_keras_model` → parse
+the flatbuffer's operators once → check every binary convolution became an `LceBconv2d`
+→ optionally `verify`. LCE's own input checks (dtype policy, options) and warnings are
+LCE's: its warnings are recorded in the report's notes, not silenced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import larq_compute_engine as lce
+import numpy as np
+import tensorflow as tf
+
+from pabt_tf.export.check import check_operators
+from pabt_tf.export.flatbuffer import count_operators, operator_list
+from pabt_tf.export.strip import strip_pabt
+from pabt_tf.export.verification import VerificationResult, verify
+from pabt_tf.layers import pabt_layers
+from pabt_tf.costs import mean_binary_convs
+
+__all__ = ["convert", "convert_with_report", "ConversionReport", "ConversionError"]
+
+
+class ConversionError(ValueError):
+    """A conversion whose flatbuffer fails the checks; `.report` has the details."""
+
+    def __init__(self, message: str, report: "ConversionReport"):
+        super().__init__(message)
+        self.report = report
+
+
+def _weight_bytes(model: tf.keras.Model) -> int:
+    return int(sum(np.asarray(w).nbytes for w in model.get_weights()))
+
+
+def _convert_recording_warnings(stripped: tf.keras.Model, lce_options: dict) -> tuple[bytes, list[str]]:
+    """`lce.convert_keras_model`, with the warnings it raised as `"LCE: ..."` notes (each
+    distinct message once) instead of on the console."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # record every one, even if shown before
+        flatbuffer = lce.convert_keras_model(stripped, **lce_options)
+    messages = dict.fromkeys(f"LCE: {w.category.__name__}: {w.message}" for w in caught)
+    return flatbuffer, list(messages)
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What `convert_with_report` produced and checked.
+
+    # Attributes
+        flatbuffer: the converted model (bytes).
+        operators: `OperatorInfo` list, execution order.
+        op_counts: `{operator: count}`.
+        flatbuffer_bytes: size of the flatbuffer.
+        keras_weight_bytes: bytes of the input model's weights (`get_weights`).
+        stripped_weight_bytes: bytes of the stripped model's weights.
+        binary_convs: one `BinaryConvCheck` per PaBT (or Larq binary) layer.
+        expected_bconvs, found_bconvs: totals.
+        problems: why the flatbuffer fails the binary-op check (empty if it passes).
+        notes: informative remarks (e.g. Larq QuantDense layers that stay float) and
+            the warnings LCE's converter raised (`"LCE: ..."`).
+        verification: a `VerificationResult`, if inputs were given.
+        mean_binary_convs: MAC-weighted mean active binary convs per PaBT layer (None
+            without PaBT layers).
+    """
+
+    flatbuffer: bytes = dataclasses.field(repr=False)
+    operators: list
+    op_counts: dict
+    flatbuffer_bytes: int
+    keras_weight_bytes: int
+    stripped_weight_bytes: int
+    binary_convs: list
+    expected_bconvs: int
+    found_bconvs: int
+    problems: list
+    notes: list
+    verification: VerificationResult | None = None
+    mean_binary_convs: float | None = None
+
+    @property
+    def binary_ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def ok(self) -> bool:
+        return self.binary_ok and (self.verification is None or self.verification.ok)
+
+    def format(self) -> str:
+        """A human-readable report: operator table, binary-conv check, sizes, verification."""
+        lines = ["Operators:"]
+        width = max([len(k) for k in self.op_counts] + [8])
+        for name, count in self.op_counts.items():
+            lines.append(f"  {name:<{width}}  {count:>4}")
+        lines.append("Binary convolutions (expected -> LceBconv2d found):")
+        for check in self.binary_convs:
+            mark = "ok" if check.ok else "MISSING"
+            extra = f"  float: {', '.join(check.float_ops)}" if check.float_ops else ""
+            lines.append(f"  {check.layer:<30} {check.expected:>3} -> {check.found:<3} {mark}{extra}")
+        lines.append(f"  total {self.expected_bconvs} -> {self.found_bconvs}")
+        if self.mean_binary_convs is not None:
+            lines.append(f"Mean active binary convolutions per PaBT layer: {self.mean_binary_convs:.3f}")
+        lines.append(
+            f"Sizes: Keras weights {self.keras_weight_bytes / 1024:.1f} KiB (stripped model "
+            f"{self.stripped_weight_bytes / 1024:.1f} KiB float32), flatbuffer "
+            f"{self.flatbuffer_bytes / 1024:.1f} KiB"
+        )
+        for note in self.notes:
+            lines.append(f"Note: {note}")
+        for problem in self.problems:
+            lines.append(f"PROBLEM: {problem}")
+        if self.verification is not None:
+            lines.append(str(self.verification))
+        return "\n".join(lines)
+
+    __str__ = format
+
+
+def convert_with_report(
+    model: tf.keras.Model,
+    inputs: np.ndarray | None = None,
+    *,
+    strict: bool = True,
+    atol: float = 1e-3,
+    min_top1: float = 0.99,
+    **lce_options,
+) -> ConversionReport:
+    """`strip_pabt` + `larq_compute_engine.convert_keras_model` + checks.
+
+    # Arguments
+        model: a Keras model with PaBT layers (or a plain Larq model).
+        inputs: optional samples; if given, `verify` runs and its result is in the report.
+        strict: raise `ConversionError` when a binary convolution did not become an
+            `LceBconv2d` or verification fails; `False` only warns.
+        atol, min_top1: verification thresholds.
+        **lce_options: passed to `convert_keras_model` (`target="arm"|"xcore"`,
+            `inference_input_type`, ...).
+
+    # Returns
+        A `ConversionReport` (`report.flatbuffer` holds the bytes).
+
+    # Raises
+        ConversionError: with `strict=True`, on a failed check (the message names the
+            layers and the reasons; `.report` holds the report).
+        TypeError / ValueError: from `strip_pabt`, or LCE's own checks (e.g. a
+            non-float32 model).
+    """
+    stripped = strip_pabt(model)
+    flatbuffer, lce_warnings = _convert_recording_warnings(stripped, lce_options)
+    ops = operator_list(flatbuffer)  # parsed once: the check and the report share it
+    checks, problems, notes = check_operators(stripped, ops)
+    report = ConversionReport(
+        flatbuffer=flatbuffer,
+        operators=ops,
+        op_counts=count_operators(ops),
+        flatbuffer_bytes=len(flatbuffer),
+        keras_weight_bytes=_weight_bytes(model),
+        stripped_weight_bytes=_weight_bytes(stripped),
+        binary_convs=checks,
+        expected_bconvs=sum(c.expected for c in checks),
+        found_bconvs=sum(1 for op in ops if op.is_binary_conv),
+        problems=problems,
+        notes=notes + lce_warnings,
+        mean_binary_convs=mean_binary_convs(model) if pabt_layers(model) else None,
+    )
+    if inputs is not None:
+        report.verification = verify(model, flatbuffer, inputs, atol=atol, min_top1=min_top1)
+    if not report.ok:
+        reasons = list(report.problems)
+        if report.verification is not None and not report.verification.ok:
+            reasons.append(str(report.verification))
+        message = "LCE conversion check failed:\n  " + "\n  ".join(reasons)
+        if strict:
+            raise ConversionError(message, report)
+        warnings.warn(message + "\n" + report.format(), stacklevel=2)
+    return report
+
+
+def convert(model: tf.keras.Model, *, strict: bool = True, **lce_options) -> bytes:
+    """`strip_pabt` then LCE's `convert_keras_model`, checked: every binary convolution
+    must come out as an `LceBconv2d` (one per active binary convolution).
+
+    # Arguments
+        model: a Keras model with PaBT layers (Functional or Sequential).
+        strict: raise on a binary convolution that came out float (default); `False`
+            warns with the report instead.
+        **lce_options: passed to `larq_compute_engine.convert_keras_model`.
+
+    # Returns
+        The flatbuffer (bytes). `convert_with_report` also returns the operator table,
+        sizes and, given inputs, the verification.
+
+    # Raises
+        ConversionError: a binary convolution did not become an `LceBconv2d` (strict).
+    """
+    return convert_with_report(model, strict=strict, **lce_options).flatbuffer
