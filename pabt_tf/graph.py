@@ -194,7 +194,9 @@ def _new_inputs(model: tf.keras.Model) -> list:
         return [tf.keras.Input(batch_shape=shape, name=f"{model.name}_input")]
     if getattr(model, "_is_graph_network", False):
         return [
-            tf.keras.Input(batch_shape=ref.shape, dtype=ref.dtype, name=ref._keras_history.layer.name)
+            tf.keras.Input(
+                batch_shape=ref.shape, dtype=ref.dtype, name=ref._keras_history.layer.name
+            )
             for ref in model.inputs
         ]
     raise TypeError(

@@ -37,7 +37,9 @@ def _weight_bytes(model: tf.keras.Model) -> int:
     return int(sum(np.asarray(w).nbytes for w in model.get_weights()))
 
 
-def _convert_recording_warnings(stripped: tf.keras.Model, lce_options: dict) -> tuple[bytes, list[str]]:
+def _convert_recording_warnings(
+    stripped: tf.keras.Model, lce_options: dict
+) -> tuple[bytes, list[str]]:
     """`lce.convert_keras_model`, with the warnings it raised as `"LCE: ..."` notes (each
     distinct message once) instead of on the console."""
     with warnings.catch_warnings(record=True) as caught:
