@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from pabt_tf import data
+from pabt_tf.data.pipeline import pad_crop_flip
 
 
 def _batches(ds):
@@ -99,7 +100,7 @@ def test_augmentation_is_a_shifted_or_mirrored_copy():
     image = tf.constant(np.random.default_rng(0).random((28, 28, 1)), tf.float32)
     seen_flip = seen_shift = False
     for s in range(20):
-        out = data._pad_crop_flip(image, tf.constant([s, 7], tf.int64), 2, True).numpy()
+        out = pad_crop_flip(image, tf.constant([s, 7], tf.int64), 2, True).numpy()
         assert out.shape == (28, 28, 1)
         matched = False
         for flip in (False, True):
@@ -126,6 +127,125 @@ def test_fashion_mnist_missing_files_and_bad_arguments(tmp_path):
         data.fashion_mnist_datasets(validation_size=60_000)
     with pytest.raises(ValueError, match="name"):
         data.load_datasets("mnist")
+
+
+# -- IDX files and where they are read from ---------------------------------------------
+
+
+def _write_idx(path, array, type_byte=0x08):
+    """Write `array` as an IDX file (gzipped if `path` ends in .gz)."""
+    import gzip
+
+    dtype = {0x08: np.uint8, 0x0B: ">i2", 0x0D: ">f4"}[type_byte]
+    header = bytes([0, 0, type_byte, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    raw = header + np.asarray(array, dtype).tobytes()
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(raw)
+    return str(path)
+
+
+def _write_fashion_mnist(directory, n_train=6, n_test=4, seed=0):
+    """Tiny but well-formed Fashion-MNIST IDX files: gzipped images, plain labels."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n, prefix in (("train", n_train, "train"), ("test", n_test, "t10k")):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        _write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels)
+        arrays[split] = images, labels
+    return arrays
+
+
+def test_read_idx_round_trip(tmp_path):
+    a = np.arange(-3, 3, dtype=np.int16).reshape(2, 3)
+    out = data.read_idx(_write_idx(tmp_path / "a.idx", a, 0x0B))
+    assert out.shape == (2, 3) and np.array_equal(out, a)
+    b = np.linspace(0, 1, 4, dtype=np.float32)
+    assert np.array_equal(data.read_idx(_write_idx(tmp_path / "b.idx.gz", b, 0x0D)), b)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("short", b"\x00\x00", "shorter than the 4-byte magic number"),
+        ("magic", b"\x01\x00\x08\x01" + bytes(8), "bad magic number"),
+        ("type", b"\x00\x00\x07\x01" + bytes(8), "unknown IDX data type 0x07"),
+        ("header", b"\x00\x00\x08\x03" + bytes(6),
+         "truncated IDX header: 3 dimensions need 16 bytes"),
+        ("truncated", b"\x00\x00\x08\x02\x00\x00\x00\x02\x00\x00\x00\x03" + bytes(5),
+         r"shape \(2, 3\) of uint8, 6 values = 6 bytes of data; the file has 5"),
+        ("trailing", b"\x00\x00\x08\x01\x00\x00\x00\x02" + bytes(3), "the file has 3"),
+        ("wide", b"\x00\x00\x0b\x01\x00\x00\x00\x02" + bytes(3), "int16, 2 values = 4 bytes"),
+    ],
+)  # fmt: skip
+def test_read_idx_rejects_malformed_files(tmp_path, name, content, message):
+    path = tmp_path / f"{name}-idx1-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        data.read_idx(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_read_idx_rejects_broken_gzip(tmp_path):
+    import gzip
+
+    whole = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x04" + bytes(4))
+    for name, content in (("cut.gz", whole[:-12]), ("plain.gz", b"\x00\x00\x08\x01" + bytes(8))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="is not complete gzip data") as err:
+            data.read_idx(str(tmp_path / name))
+        assert str(tmp_path / name) in str(err.value)
+
+
+def test_load_fashion_mnist_rejects_files_that_disagree(tmp_path):
+    arrays = _write_fashion_mnist(tmp_path)
+    images, labels = arrays["test"]
+    labels_path = _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:3])
+    with pytest.raises(ValueError, match=r"holds 4 images but .* holds 3 labels") as err:
+        data.load_fashion_mnist("test", data_dir=str(tmp_path))
+    assert labels_path in str(err.value)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 1, 10, 2]))
+    with pytest.raises(ValueError, match=r"expected labels 0\.\.9, found 10"):
+        data.load_fashion_mnist("test", data_dir=str(tmp_path))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels.astype(np.int16), 0x0B)
+    with pytest.raises(ValueError, match=r"labels, uint8 of shape \(n,\); found int16"):
+        data.load_fashion_mnist("test", data_dir=str(tmp_path))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    images_path = _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images[:, :27])
+    shape = r"images, uint8 of shape \(n, 28, 28\); found uint8 \(4, 27, 28\)"
+    with pytest.raises(ValueError, match=shape) as err:
+        data.load_fashion_mnist("test", data_dir=str(tmp_path))
+    assert images_path in str(err.value)
+
+
+def test_fashion_mnist_dir_is_read_when_data_is_loaded(tmp_path, monkeypatch):
+    monkeypatch.delenv("PABT_FASHION_MNIST_DIR", raising=False)
+    assert data.fashion_mnist_dir() == data.FASHION_MNIST_DEFAULT_DIR
+    # Set after pabt_tf.data was imported: the next load uses it.
+    monkeypatch.setenv("PABT_FASHION_MNIST_DIR", str(tmp_path))
+    assert data.fashion_mnist_dir() == str(tmp_path)
+    arrays = _write_fashion_mnist(tmp_path)
+    x, y = data.load_fashion_mnist("test")
+    assert x.shape == (4, 28, 28, 1) and x.dtype == np.float32 and y.dtype == np.int32
+    np.testing.assert_allclose(x[..., 0], arrays["test"][0] / 255.0, atol=1e-7)
+    assert np.array_equal(y, arrays["test"][1])
+    ds = data.load_datasets("fashion_mnist", batch_size=4, validation_size=2, augment=False)
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (4, 2, 4)
+    seen = np.concatenate([b[1] for b in _batches(ds.train) + _batches(ds.validation)])
+    assert sorted(seen) == sorted(arrays["train"][1])  # the split is of these files
+    # `data_dir` still wins over the variable; a variable naming an empty folder is named
+    # in the error.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="`data_dir`"):
+        data.load_fashion_mnist("test", data_dir=str(empty))
+    monkeypatch.setenv("PABT_FASHION_MNIST_DIR", str(empty))
+    with pytest.raises(FileNotFoundError, match=r"\$PABT_FASHION_MNIST_DIR") as err:
+        data.load_fashion_mnist("test")
+    assert str(empty) in str(err.value)
 
 
 # -- tensorflow-datasets loaders on tiny prepared data ---------------------------------

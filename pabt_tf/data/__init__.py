@@ -1,0 +1,104 @@
+"""Data sets as `tf.data` pipelines, all offline.
+
+- Fashion-MNIST from Debian's `dataset-fashion-mnist` package: `load_fashion_mnist` reads
+  the four IDX files it installs under `/usr/share/datasets/fashion-mnist/` (or the
+  folder `$PABT_FASHION_MNIST_DIR` names when the data is loaded);
+  `fashion_mnist_datasets` turns them into train / validation / test pipelines
+  (augmentation, normalisation, a validation split carved from train by seed, batching).
+- CIFAR-10, ImageNet (`imagenet2012`) and Cityscapes (`cityscapes`, config
+  `semantic_segmentation`) through tensorflow-datasets, read **only** from a `data_dir`
+  the user has already prepared (`tfds build ... --data_dir DIR`). Nothing is ever
+  downloaded: missing data is a `FileNotFoundError` naming the directory expected.
+
+`load_datasets(name, ...)` dispatches on the data set name.
+
+Modules: `pipeline` (the `Datasets` record and the pieces every pipeline shares),
+`fashion_mnist`, `tfds_sets` (the offline tfds builder, CIFAR-10, ImageNet),
+`cityscapes`. Every public name is re-exported here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pabt_tf.data.cityscapes import (
+    CITYSCAPES_IGNORE_LABEL,
+    CITYSCAPES_TRAIN_IDS,
+    cityscapes_datasets,
+)
+from pabt_tf.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DEFAULT_DIR,
+    FASHION_MNIST_DIR_VARIABLE,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    fashion_mnist_datasets,
+    fashion_mnist_dir,
+    load_fashion_mnist,
+    read_idx,
+)
+from pabt_tf.data.pipeline import Datasets, split_train_validation
+from pabt_tf.data.tfds_sets import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    cifar10_datasets,
+    imagenet_datasets,
+    tfds_builder,
+)
+
+__all__ = [
+    "FASHION_MNIST_DEFAULT_DIR",
+    "FASHION_MNIST_DIR_VARIABLE",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DATASETS",
+    "Datasets",
+    "fashion_mnist_dir",
+    "load_fashion_mnist",
+    "read_idx",
+    "split_train_validation",
+    "fashion_mnist_datasets",
+    "tfds_builder",
+    "cifar10_datasets",
+    "imagenet_datasets",
+    "cityscapes_datasets",
+    "load_datasets",
+    "CITYSCAPES_TRAIN_IDS",
+    "CITYSCAPES_IGNORE_LABEL",
+]
+
+DATASETS = ("fashion_mnist", "cifar10", "imagenet2012", "cityscapes")
+
+
+def load_datasets(name: str, data_dir: str | None = None, **kwargs: Any) -> Datasets:
+    """Dispatch to `<name>_datasets`: `"fashion_mnist"` (IDX files; `data_dir` optional),
+    `"cifar10"`, `"imagenet2012"`, `"cityscapes"` (tfds, `data_dir` required).
+
+    # Arguments
+        name: one of `DATASETS`.
+        data_dir: where the data is (see each loader).
+        **kwargs: passed on to the loader.
+
+    # Returns
+        The loader's `Datasets`.
+
+    # Raises
+        ValueError: on an unknown name; whatever the loader raises.
+    """
+    if name == "fashion_mnist":
+        return fashion_mnist_datasets(data_dir=data_dir, **kwargs)
+    loaders = {
+        "cifar10": cifar10_datasets,
+        "imagenet2012": imagenet_datasets,
+        "cityscapes": cityscapes_datasets,
+    }
+    if name not in loaders:
+        raise ValueError(f"`name` must be one of {DATASETS}, got {name!r}.")
+    return loaders[name](data_dir, **kwargs)

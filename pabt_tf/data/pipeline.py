@@ -1,0 +1,193 @@
+"""The pieces every data set's pipelines are built from: the `Datasets` record, the
+seeded train / validation split, normalisation, pad-crop-flip augmentation, the shuffled
+and augmented training pipeline, batching, and the checks of the arguments they share."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "Datasets",
+    "split_train_validation",
+    "check_batch_size",
+    "check_limit",
+    "check_validation_size",
+    "normalize_image",
+    "pad_crop_flip",
+    "batch",
+    "train_pipeline",
+]
+
+
+@dataclasses.dataclass
+class Datasets:
+    """Batched train / validation / test pipelines and what a model needs to know.
+
+    `train` is shuffled (and augmented, if asked) anew every epoch, deterministically
+    for a given seed; `validation` and `test` are neither.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+    train_size: int
+    validation_size: int
+    test_size: int
+    batch_size: int
+    name: str = ""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch (the last, smaller batch included)."""
+        return -(-self.train_size // self.batch_size)
+
+
+# -- argument checks --------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    # A bool is an int to Python but never a meaningful size here.
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """`batch_size` as an int.
+
+    # Raises
+        ValueError: if it is not a positive integer.
+    """
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    return int(batch_size)
+
+
+def check_limit(name: str, value: Any) -> None:
+    """Check an optional cap on a number of examples (`train_limit`, `limit`, ...).
+
+    # Raises
+        ValueError: naming `name`, if `value` is neither None nor a positive integer.
+    """
+    if value is not None and (not _is_int(value) or value < 1):
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+
+
+def check_validation_size(validation_size: Any, n: int) -> None:
+    """Check the number of examples to hold out of `n` training examples.
+
+    # Raises
+        ValueError: if `validation_size` is not an integer in `[0, n)` (some training
+            example must remain).
+    """
+    if not _is_int(validation_size):
+        raise ValueError(f"`validation_size` must be an integer, got {validation_size!r}.")
+    if not 0 <= validation_size < n:
+        raise ValueError(
+            f"`validation_size` must be in [0, {n}) for {n} training examples, "
+            f"got {validation_size}."
+        )
+
+
+# -- split, preprocessing, batching -----------------------------------------------------
+
+
+def split_train_validation(
+    images: np.ndarray, labels: np.ndarray, validation_size: int, seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Carve a validation set out of a training set, deterministically for `seed`.
+
+    # Arguments
+        images, labels: the training set (same length).
+        validation_size: how many random examples to hold out.
+        seed: fixes which.
+
+    # Returns
+        `((train_images, train_labels), (validation_images, validation_labels))`.
+
+    # Raises
+        ValueError: if `validation_size` is negative or leaves no training example.
+    """
+    n = len(images)
+    check_validation_size(validation_size, n)
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = order[:validation_size], order[validation_size:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def normalize_image(
+    image: tf.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> tf.Tensor:
+    """`(image - mean) / std`, per channel."""
+    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def pad_crop_flip(image: tf.Tensor, seed: tf.Tensor, padding: int, flip: bool) -> tf.Tensor:
+    """Random crop after zero padding, then a random horizontal flip (stateless).
+
+    # Arguments
+        image: one `(height, width, channels)` image.
+        seed: a stateless seed, shape `(2,)`.
+        padding: zero pixels added on each side before cropping back to the input size
+            (0 = no crop).
+        flip: whether to flip left-right with probability 1/2.
+
+    # Returns
+        An image of the input's shape.
+    """
+    shape = tf.shape(image)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    if padding:
+        padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+        image = tf.image.stateless_random_crop(padded, shape, seed=seeds[0])
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+    return image
+
+
+def batch(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """Batches of `batch_size` (the last one smaller), prefetched."""
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def train_pipeline(
+    ds: tf.data.Dataset,
+    size: int,
+    batch_size: int,
+    seed: int,
+    augment_fn: Callable | None,
+    preprocess: Callable,
+    shuffle_buffer: int | None,
+) -> tf.data.Dataset:
+    """The batched training pipeline of `ds`.
+
+    Shuffles (reshuffled every epoch, fixed by `seed`), augments with per-example
+    stateless seeds (a fresh draw every epoch, also fixed by `seed`), preprocesses and
+    batches.
+
+    # Arguments
+        ds: the training examples.
+        size: how many there are.
+        batch_size: examples per batch.
+        seed: fixes the shuffling and the augmentation.
+        augment_fn: `(example, seed) -> example`, or None for no augmentation.
+        preprocess: applied to every example after augmentation.
+        shuffle_buffer: examples in the shuffle buffer (None = all `size`).
+
+    # Returns
+        The batched, prefetched `tf.data.Dataset`.
+    """
+    ds = ds.shuffle(
+        min(size, shuffle_buffer or size), seed=seed, reshuffle_each_iteration=True
+    )
+    if augment_fn is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda example, s: augment_fn(example, s), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return batch(ds, batch_size)
