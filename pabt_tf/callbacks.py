@@ -1,10 +1,11 @@
 """`PaBTPruningCallback`: prune binary convolutions during `fit`, down to a BNN.
 
 The callback owns the pruning step (like tfmot's `UpdatePruningStep`) and logs the
-network's bit-width (like tfmot's `PruningSummaries`). All of its state lives in the PaBT
-layers' weights — `pruning_step`, `mask`, `importance`, `gate_decay` — so `model.save`,
-checkpoints and `BackupAndRestore` carry it, and a resumed run continues the same
-schedule. The Python side only mirrors those weights.
+network's bit-width (like tfmot's `PruningSummaries`). It is thin: the state lives in the
+PaBT layers' weights and changes only through the layers' operations
+(`pabt_tf.layers.state`), and what to prune is decided by the pure functions of
+`pabt_tf.pruning`. So `model.save`, checkpoints and `BackupAndRestore` carry everything,
+and a resumed run continues the same schedule.
 
 Step semantics: the step is the number of training batches done. A pruning event at step
 `s` (the schedule's `should_prune(s)`) runs at the beginning of batch `s`, before it
@@ -16,25 +17,20 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf import pruning
+from pabt_tf._validation import check_int
 from pabt_tf.layers import PaBTLayer, pabt_layers
+from pabt_tf.pruning import NORMALIZATIONS, RANKINGS
 from pabt_tf.schedules import PruningSchedule, deserialize as _deserialize_schedule
+from pabt_tf.training import PaBTModel
 
-__all__ = ["PaBTPruningCallback", "RANKINGS", "NORMALIZATIONS"]
+__all__ = ["PaBTPruningCallback", "RANKINGS", "NORMALIZATIONS", "MISSING_IMPORTANCE"]
 
-RANKINGS = ("global", "layerwise")
-NORMALIZATIONS = ("sum", "max", "none")
-_EPS = 1e-9
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+MISSING_IMPORTANCE = ("error", "skip")
 
 
 class PaBTPruningCallback(tf.keras.callbacks.Callback):
@@ -55,6 +51,8 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
     callback works with any `tf.keras.Model` containing PaBT layers; with a model that
     is not a `PaBTModel` it warns at `on_train_begin`, because nothing updates the
     importances unless a custom `train_step` calls `pabt_tf.training.update_importance`.
+    It never ranks a layer whose importances were not measured (all zero, or not
+    finite): see `on_missing_importance`.
 
     At the end of every epoch it adds `mean_binary_convs` (the MAC-weighted mean number
     of active binary convolutions per layer, `pabt_tf.mean_binary_convs`) to the logs,
@@ -90,19 +88,26 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             mask clears at once. `d > 1`: its `gate_decay` steps from `(d−1)/d` down to
             0 over the next `d − 1` steps before the mask clears; it counts as pruned
             for the schedule from the moment it is chosen. The last ones clear at
-            `end_step + d − 1`.
+            `end_step + d − 1`. (`PaBTLayer.prune` and `advance_soft_pruning`.)
         budget: stop at a MAC-weighted mean of `budget` active binary convolutions per
             layer instead of at `target_per_layer` (a mixed-precision network). With
             `"global"` ranking the MAC-weighted mean follows the schedule from its full
             value to `budget` (pruning the lowest-ranked until it is at or below the
             scheduled value); with `"layerwise"` every layer ends at
             `ceil(budget)` (clipped to its `M·N`). `target_per_layer` stays the floor.
+        on_missing_importance: what a pruning event does when a layer it would rank
+            has no importance measured (every training step so far was skipped for
+            non-finite gradients, or nothing updates the importances): `"error"`
+            (default) raises `ValueError`; `"skip"` warns and prunes nothing at this
+            event (the next event catches up with the schedule).
         verbose: 1 prints one line per pruning event.
 
     # Raises
-        ValueError: on invalid arguments (at construction), and at `on_train_begin`
-            if the model has no (built) PaBT layers, or the target or budget cannot be
-            met (`target_per_layer` larger than a layer's `M·N`, budget out of range).
+        ValueError: on invalid arguments (at construction); at `on_train_begin` if the
+            model has no (built) PaBT layers, or the target or budget cannot be met
+            (`target_per_layer` larger than a layer's `M·N`, budget out of range); at a
+            pruning event with `on_missing_importance="error"`, if a layer to rank has
+            no importance measured.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         decay_steps: int = 0,
         budget: float | None = None,
         verbose: int = 0,
+        on_missing_importance: str = "error",
     ):
         super().__init__()
         try:
@@ -125,7 +131,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
                 f"`schedule` must be a pabt_tf.schedules.PruningSchedule, got {schedule!r}."
             ) from err
         self.schedule = schedule
-        self.target_per_layer = _check_int("target_per_layer", target_per_layer, 1)
+        self.target_per_layer = check_int("target_per_layer", target_per_layer, 1)
         if ranking not in RANKINGS:
             raise ValueError(f"`ranking` must be one of {RANKINGS}, got {ranking!r}.")
         self.ranking = ranking
@@ -137,7 +143,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         if not isinstance(mac_weighted, bool):
             raise ValueError(f"`mac_weighted` must be a bool, got {mac_weighted!r}.")
         self.mac_weighted = mac_weighted
-        self.decay_steps = _check_int("decay_steps", decay_steps, 0)
+        self.decay_steps = check_int("decay_steps", decay_steps, 0)
         if budget is not None:
             if isinstance(budget, bool) or not isinstance(budget, (int, float, np.number)):
                 raise ValueError(f"`budget` must be a number >= 1 or None, got {budget!r}.")
@@ -151,7 +157,13 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise ValueError(f"`log_dir` must be a path or None, got {log_dir!r}.")
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
-        self.verbose = _check_int("verbose", verbose, 0)
+        self.verbose = check_int("verbose", verbose, 0)
+        if on_missing_importance not in MISSING_IMPORTANCE:
+            raise ValueError(
+                f"`on_missing_importance` must be one of {MISSING_IMPORTANCE}, got "
+                f"{on_missing_importance!r}."
+            )
+        self.on_missing_importance = on_missing_importance
         self.events: list[dict] = []  # one record per pruning event of this process
         self._layers: list[PaBTLayer] = []
         self._loaded = False
@@ -170,6 +182,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             "decay_steps": self.decay_steps,
             "budget": self.budget,
             "verbose": self.verbose,
+            "on_missing_importance": self.on_missing_importance,
         }
 
     @classmethod
@@ -202,22 +215,20 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             )
         macs = np.array([layer.binary_conv_macs() for layer in layers], dtype=np.float64)
         if self.budget is not None:
-            full = float((macs * [layer.num_binary_convs for layer in layers]).sum() / macs.sum())
+            full = pruning.mac_weighted_mean(macs, [layer.num_binary_convs for layer in layers])
             if self.budget > full:
                 raise ValueError(
                     f"PaBTPruningCallback: `budget`={self.budget} is above the network's "
                     f"unpruned mean of {full:.3f} binary convolutions per layer: nothing "
                     "to prune."
                 )
-        from pabt_tf.training import PaBTModel  # late: training imports layers only
-
         if not isinstance(self.model, PaBTModel):
             warnings.warn(
                 f"PaBTPruningCallback: model {self.model.name!r} is a "
                 f"{type(self.model).__name__}, not a pabt_tf.PaBTModel: nothing accumulates "
                 "the binary convolutions' importances unless its train_step calls "
-                "pabt_tf.training.update_importance, and pruning then ranks by the "
-                "importances already stored (ties broken by index). Use "
+                "pabt_tf.training.update_importance; pruning ranks the importances already "
+                "stored and refuses layers without any (`on_missing_importance`). Use "
                 "pabt_tf.PaBTModel.from_functional(model).",
                 UserWarning,
                 stacklevel=2,
@@ -230,40 +241,20 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pabt"))
 
     def _should_write(self) -> bool:
-        strategy = self.model.distribute_strategy
-        return bool(getattr(strategy.extended, "should_checkpoint", True))
+        # Only the chief writes summaries (MultiWorkerMirroredStrategy).
+        return bool(self.model.distribute_strategy.extended.should_checkpoint)
 
     def _load_state(self):
-        layers = self._layers
-        self._step = max(int(tf.keras.backend.get_value(layer.pruning_step)) for layer in layers)
-        d = self.decay_steps
-        self._masks, self._remaining = [], []
-        for layer in layers:
-            mask = layer.binary_conv_mask.copy()
-            decay = np.asarray(tf.keras.backend.get_value(layer.gate_decay), np.float64)
-            decaying = mask & (decay < 1.0)
-            remaining = np.zeros(mask.shape, np.int64)
-            if d > 1:
-                remaining[decaying] = np.rint(decay[decaying] * d).astype(np.int64)
-            # Decaying with no step left (e.g. saved by a run with soft pruning and
-            # resumed without it): pruned now.
-            mask[decaying & (remaining <= 0)] = False
-            self._masks.append(mask)
-            self._remaining.append(remaining)
-        updates = [(layer.pruning_step, self._step) for layer in layers]
-        tf.keras.backend.batch_set_value(updates + self._state_updates(range(len(layers))))
+        """Continue from the state in the layers (a restart, or a restore): one step for
+        all layers, and soft pruning normalised to this callback's `decay_steps`."""
+        self._step = max(layer.get_pruning_step() for layer in self._layers)
+        self._in_progress = set()
+        for i, layer in enumerate(self._layers):
+            layer.set_pruning_step(self._step)
+            if layer.advance_soft_pruning(0, self.decay_steps):
+                self._in_progress.add(i)
         self._checked = self._step - 1  # events before this step ran before the save
         self._loaded = True
-
-    def _state_updates(self, indices) -> list:
-        d = max(self.decay_steps, 1)
-        updates = []
-        for i in indices:
-            layer = self._layers[i]
-            decay = np.where(self._remaining[i] > 0, self._remaining[i] / d, 1.0)
-            updates.append((layer.mask, self._masks[i].astype(np.float32)))
-            updates.append((layer.gate_decay, decay.astype(np.float32)))
-        return updates
 
     # -- per batch --------------------------------------------------------------------
 
@@ -288,15 +279,11 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         n = batch - self._batch_begin + 1
         self._step += n
-        changed = []
-        for i, remaining in enumerate(self._remaining):
-            decaying = remaining > 0
-            if decaying.any():
-                remaining[decaying] = np.maximum(remaining[decaying] - n, 0)
-                self._masks[i][decaying & (remaining == 0)] = False
-                changed.append(i)
-        updates = [(layer.pruning_step, self._step) for layer in self._layers]
-        tf.keras.backend.batch_set_value(updates + self._state_updates(changed))
+        for layer in self._layers:
+            layer.set_pruning_step(self._step)
+        for i in sorted(self._in_progress):
+            if not self._layers[i].advance_soft_pruning(n, self.decay_steps):
+                self._in_progress.discard(i)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._layers:
@@ -315,115 +302,63 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         """The pruning step (training batches done), as stored in the layers."""
         if self._loaded:
             return self._step
-        return max(int(tf.keras.backend.get_value(l.pruning_step)) for l in pabt_layers(self.model))
+        return max(layer.get_pruning_step() for layer in pabt_layers(self.model))
 
     @property
     def mean_binary_convs(self) -> float:
         """MAC-weighted mean number of active binary convolutions per layer (masks)."""
-        counts = np.array([m.sum() for m in self._masks] if self._loaded else
-                          [l.active_binary_convs for l in self._layers], dtype=np.float64)
-        return float((self._macs * counts).sum() / self._macs.sum())
-
-    def _effective(self) -> list[np.ndarray]:
-        """Active and not decaying: what the schedule counts."""
-        return [m & (r <= 0) for m, r in zip(self._masks, self._remaining)]
-
-    def _targets(self) -> np.ndarray:
-        return np.array([self.target_per_layer] * len(self._layers), dtype=np.int64)
-
-    def scheduled_count(self, remaining_fraction: float) -> int:
-        """Active binary convolutions the network should have at `remaining_fraction`
-        (without budget)."""
-        total = sum(layer.num_binary_convs for layer in self._layers)
-        target = int(self._targets().sum())
-        return int(math.ceil(target + remaining_fraction * (total - target) - _EPS))
-
-    def ranking_scores(self) -> list[np.ndarray]:
-        """Per layer `(M, N)` scores the `"global"` ranking compares (lower is pruned
-        first); inactive and decaying binary convolutions get `inf`."""
-        scores = []
-        mean_macs = self._macs.mean()
-        for i, (layer, active) in enumerate(zip(self._layers, self._effective())):
-            imp = layer.importance.astype(np.float64)
-            if self.normalization == "sum":
-                denom = imp[active].sum() if active.any() else 0.0
-            elif self.normalization == "max":
-                denom = imp[active].max() if active.any() else 0.0
-            else:
-                denom = 1.0
-            score = imp / denom if denom > 0 else np.zeros_like(imp)
-            if self.mac_weighted:
-                score = score / (self._macs[i] / mean_macs)
-            scores.append(np.where(active, score, np.inf))
-        return scores
+        return pruning.mac_weighted_mean(
+            self._macs, [layer.active_binary_convs for layer in self._layers]
+        )
 
     def _prune(self, step: int, fraction: float):
-        effective = self._effective()
-        counts = np.array([e.sum() for e in effective], dtype=np.int64)
-        floors = self._targets()
-        before = counts.copy()
-        chosen: list[tuple[int, int, int]] = []
-        if self.ranking == "global":
-            scores = self.ranking_scores()
-            candidates = sorted(
-                (float(s[m, n]), i, int(m), int(n))
-                for i, s in enumerate(scores)
-                for m, n in zip(*np.nonzero(effective[i]))
-            )
-            if self.budget is None:
-                goal = self.scheduled_count(fraction)
-                done = lambda: counts.sum() <= goal  # noqa: E731
-            else:
-                full = float((self._macs * [l.num_binary_convs for l in self._layers]).sum()
-                             / self._macs.sum())
-                goal = self.budget + fraction * (full - self.budget)
-                done = lambda: (self._macs * counts).sum() / self._macs.sum() <= goal + _EPS  # noqa: E731
-            for _, i, m, n in candidates:
-                if done():
-                    break
-                if counts[i] <= floors[i]:
-                    continue
-                counts[i] -= 1
-                chosen.append((i, m, n))
-        else:
-            goal = 0
-            for i, layer in enumerate(self._layers):
-                end = floors[i]
-                if self.budget is not None:
-                    end = max(end, min(layer.num_binary_convs, math.ceil(self.budget - _EPS)))
-                goal_i = int(math.ceil(end + fraction * (layer.num_binary_convs - end) - _EPS))
-                goal += goal_i
-                imp = layer.importance
-                order = sorted(
-                    (float(imp[m, n]), int(m), int(n)) for m, n in zip(*np.nonzero(effective[i]))
-                )
-                for _, m, n in order[: max(counts[i] - goal_i, 0)]:
-                    counts[i] -= 1
-                    chosen.append((i, m, n))
-        d = self.decay_steps
-        touched = sorted({i for i, _, _ in chosen})
-        for i, m, n in chosen:
-            if d > 1:
-                self._remaining[i][m, n] = d - 1
-            else:
-                self._masks[i][m, n] = False
-        if touched:
-            tf.keras.backend.batch_set_value(self._state_updates(touched))
+        kept = [layer.kept_binary_conv_mask for layer in self._layers]
+        importances = [layer.importance for layer in self._layers]
+        plan = pruning.plan_pruning(
+            importances, kept, self._macs, [self.target_per_layer] * len(self._layers),
+            fraction, self.ranking, self.normalization, self.mac_weighted, self.budget,
+        )  # fmt: skip
+        missing = pruning.unmeasured_layers(importances, kept, plan.ranked)
+        if missing:
+            self._refuse_unmeasured(step, missing)  # raises, or warns
+            return
+        for i, m, n in plan.chosen:
+            self._layers[i].prune(m, n, decay_steps=self.decay_steps)
+            if self.decay_steps > 1:
+                self._in_progress.add(i)
         event = {
             "step": step,
             "remaining_fraction": fraction,
-            "goal": goal,
-            "active_before": before.tolist(),
-            "active_after": counts.tolist(),
-            "pruned": [(self._layers[i].name, m, n) for i, m, n in chosen],
+            "goal": plan.goal,
+            "active_before": plan.counts_before,
+            "active_after": plan.counts_after,
+            "pruned": [(self._layers[i].name, m, n) for i, m, n in plan.chosen],
         }
         self.events.append(event)
         if self.verbose:
             print(
                 f"PaBT pruning step {step}: remaining fraction {fraction:.3f}, active "
-                f"{int(before.sum())} -> {int(counts.sum())}, pruned {event['pruned']}"
+                f"{sum(plan.counts_before)} -> {sum(plan.counts_after)}, pruned "
+                f"{event['pruned']}"
             )
         self._write_summaries({"remaining_fraction": fraction}, step=step)
+
+    def _refuse_unmeasured(self, step: int, missing: list[int]) -> None:
+        """Raise (`on_missing_importance="error"`) or warn about layers to rank that have
+        no importance measured."""
+        names = [self._layers[i].name for i in missing]
+        message = (
+            f"PaBTPruningCallback: pruning event at step {step}: no importance measured "
+            f"for PaBT layers {names} (all zero or not finite), so ranking them would "
+            "prune by index order. Importances accumulate in PaBTModel.train_step from "
+            "finite gradients: train a pabt_tf.PaBTModel (or call "
+            "pabt_tf.training.update_importance), check `model.nonfinite_steps` for "
+            "training steps skipped on non-finite gradients (NaN/inf in the data?), and "
+            "let the schedule begin after some training."
+        )
+        if self.on_missing_importance == "error":
+            raise ValueError(message + " (on_missing_importance='skip' skips such events.)")
+        warnings.warn(message + " Nothing pruned at this event.", UserWarning, stacklevel=2)
 
     # -- TensorBoard ------------------------------------------------------------------
 
@@ -435,7 +370,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             tf.summary.scalar("mean_binary_convs", self.mean_binary_convs)
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
-            for layer, mask in zip(self._layers, self._masks):
-                tf.summary.scalar(f"active_binary_convs/{layer.name}", int(mask.sum()))
+            for layer in self._layers:
+                tf.summary.scalar(f"active_binary_convs/{layer.name}", layer.active_binary_convs)
                 tf.summary.histogram(f"importance/{layer.name}", layer.importance)
         self._writer.flush()

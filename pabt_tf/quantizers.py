@@ -14,13 +14,9 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf._validation import check_int
+
 __all__ = ["MultiBaseSign", "ABCWeightBases", "RandomSign", "get_binary_quantizer"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def get_binary_quantizer(identifier: Any, argument: str) -> tf.keras.layers.Layer:
@@ -97,14 +93,16 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
     H_n(x) = \operatorname{sign}(x - \theta_n), \qquad n = 0, \dots, N-1
     \\]
 
-    The bases are concatenated along the last axis, base-major: the output has
-    `N_active · C` channels for `C` input channels. The forward pass is `sign`
-    (+1 at 0, as Larq and LCE); the backward pass is the pseudo-gradient of
-    `pseudo_gradient`, any 1-bit Larq quantizer (`ste_sign` by default). The
-    thresholds get the gradient through the shift, so they train.
+    The forward pass is `sign` (+1 at 0, as Larq and LCE); the backward pass is the
+    pseudo-gradient of `pseudo_gradient`, any 1-bit Larq quantizer (`ste_sign` by
+    default). The thresholds get the gradient through the shift, so they train.
+    A PaBT layer binarizes one activation base at a time with `shifted_sign`, so that a
+    pruned base is never computed; called as a layer, the quantizer returns every base.
 
     Thresholds are initialised spread evenly over `[-threshold_spread,
-    +threshold_spread]` (N=3 → −δ, 0, +δ; N=1 → 0).
+    +threshold_spread]` (N=3 → −δ, 0, +δ; N=1 → 0). They are stored in the variable
+    dtype (float32) and cast to the input's dtype when used, as under a Keras
+    mixed-precision policy.
 
     # Arguments
         activation_bases: number of activation bases `N`, a positive integer.
@@ -113,11 +111,11 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
         pseudo_gradient: 1-bit Larq quantizer applied to `x - θ_n`.
 
     # Input shape
-        `(..., C)`; `call` also takes `active`, an int tensor of the base indices to
-        compute (default: all), so pruned activation bases cost nothing.
+        `(..., C)`.
 
     # Returns
-        `(..., len(active) · C)` tensor of ±1.
+        `(..., N · C)` tensor of ±1, the bases concatenated along the last axis,
+        base-major.
 
     # Raises
         ValueError: on a non-positive or non-integer `activation_bases`, a negative
@@ -134,7 +132,7 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
         pseudo_gradient: Any = "ste_sign",
         **kwargs,
     ):
-        self.activation_bases = _check_positive_int("activation_bases", activation_bases)
+        self.activation_bases = check_int("activation_bases", activation_bases)
         if not isinstance(threshold_spread, (int, float)) or threshold_spread < 0:
             raise ValueError(
                 f"`threshold_spread` must be a non-negative number, got {threshold_spread!r}."
@@ -166,17 +164,9 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
             shape=shape,
             initializer=tf.keras.initializers.Constant(init),
             trainable=True,
+            autocast=False,  # read in float32 and cast where used (`shifted_sign`)
         )
         super().build(input_shape)
-
-    def binarize(self, inputs, n):
-        """Activation base `H_n(x) = sign(x − θ_n)` alone, shape of `inputs`.
-
-        # Arguments
-            inputs: `(..., C)` tensor.
-            n: base index (Python int or scalar int tensor).
-        """
-        return self.shifted_sign(inputs, tf.convert_to_tensor(self.thresholds)[n])
 
     def shifted_sign(self, inputs: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
         """`sign(x − θ)` with this quantizer's pseudo-gradient, for one θ (`()` or `(C,)`).
@@ -190,40 +180,30 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
         if type(q) is not lq.quantizers.SteSign:
             # x + (−θ), not x − θ: the gradient of Sub negates the full-size upstream
             # gradient before reducing it to θ's shape; this way only θ is negated.
-            return q(inputs + (-theta))
+            # The cast back: a quantizer layer computes in its own dtype policy.
+            out = q(inputs + (-tf.cast(theta, inputs.dtype)))
+            return tf.cast(out, inputs.dtype)
         clip = q.clip_value
 
         @tf.custom_gradient
         def _sign(x, t):
-            shifted = x - t
+            shifted = x - tf.cast(t, x.dtype)
             out = lq.math.sign(shifted)  # +1 at 0, and NaN stays NaN (nothing hidden)
             # Keep a 1-byte mask for the backward pass, not the 4-byte shifted input.
             inside = None if clip is None else tf.abs(shifted) <= clip
 
             def grad(dy):
-                dx = dy if inside is None else tf.where(inside, dy, 0.0)
-                axes = tf.range(tf.rank(dx) - tf.rank(t))  # reduce to θ's shape
-                return dx, -tf.reduce_sum(dx, axis=axes)
+                dx = dy if inside is None else tf.where(inside, dy, tf.zeros_like(dy))
+                axes = list(range(dx.shape.rank - t.shape.rank))  # reduce to θ's shape
+                return dx, tf.cast(-tf.reduce_sum(dx, axis=axes), t.dtype)
 
             return out, grad
 
         return _sign(inputs, theta)
 
-    def call(self, inputs, active=None):
-        thresholds = tf.convert_to_tensor(self.thresholds)
-        if active is not None:
-            thresholds = tf.gather(thresholds, active)
-        if not self.per_channel:
-            thresholds = thresholds[:, None]
-        # (..., 1, C) - (Na, C or 1) -> (..., Na, C) -> (..., Na·C), base-major.
-        shifted = tf.expand_dims(inputs, -2) - thresholds
-        binary = self.pseudo_gradient(shifted)
-        shape = tf.concat([tf.shape(inputs)[:-1], [-1]], 0)
-        out = tf.reshape(binary, shape)
-        channels = inputs.shape[-1]
-        if active is None and channels is not None:
-            out.set_shape(inputs.shape[:-1].concatenate([self.activation_bases * channels]))
-        return out
+    def call(self, inputs):
+        thresholds = tf.unstack(tf.convert_to_tensor(self.thresholds), num=self.activation_bases)
+        return tf.concat([self.shifted_sign(inputs, theta) for theta in thresholds], axis=-1)
 
     def get_config(self) -> dict:
         return {
@@ -258,7 +238,7 @@ class ABCWeightBases(lq.quantizers._BaseQuantizer):
     precision = 1
 
     def __init__(self, weight_bases: int = 3, **kwargs):
-        self.weight_bases = _check_positive_int("weight_bases", weight_bases)
+        self.weight_bases = check_int("weight_bases", weight_bases)
         super().__init__(**kwargs)
 
     @property
@@ -272,12 +252,13 @@ class ABCWeightBases(lq.quantizers._BaseQuantizer):
         axes = list(range(inputs.shape.rank - 1))
         mean, var = tf.nn.moments(tf.stop_gradient(inputs), axes=axes, keepdims=True)
         std = tf.sqrt(var + 1e-12)
-        shifts = tf.reshape(self.shifts, [-1] + [1] * inputs.shape.rank)
+        shifts = tf.reshape(tf.cast(self.shifts, inputs.dtype), [-1] + [1] * inputs.shape.rank)
 
         @tf.custom_gradient
         def bases(w):
             target = tf.expand_dims(w - mean, 0) + shifts * std
-            binary = tf.where(target >= 0, 1.0, -1.0)
+            one = tf.ones_like(target)
+            binary = tf.where(target >= 0, one, -one)
 
             def grad(upstream):  # straight-through: d B_m / d W = I for every base
                 return tf.reduce_sum(upstream, axis=0)

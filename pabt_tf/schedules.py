@@ -21,25 +21,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf._validation import check_int
+
 __all__ = ["PruningSchedule", "PolynomialDecay", "LinearDecay", "OneShot"]
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _check_step(step: Any) -> int:
     if tf.is_tensor(step) or isinstance(step, np.ndarray):
         step = np.asarray(step).item()
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-        raise ValueError(f"`step` must be a non-negative integer, got {step!r}.")
-    if step < 0:
-        raise ValueError(f"`step` must be a non-negative integer, got {step!r}.")
-    return int(step)
+    return check_int("step", step, 0)
 
 
 class PruningSchedule:
@@ -111,8 +101,8 @@ class PolynomialDecay(PruningSchedule):
     """
 
     def __init__(self, begin_step: int, end_step: int, power: float = 3, frequency: int = 100):
-        self.begin_step = _check_int("begin_step", begin_step, 0)
-        self.end_step = _check_int("end_step", end_step, 0)
+        self.begin_step = check_int("begin_step", begin_step, 0)
+        self.end_step = check_int("end_step", end_step, 0)
         if self.end_step <= self.begin_step:
             raise ValueError(
                 f"`end_step` must be greater than `begin_step`, got end_step={end_step!r} "
@@ -123,7 +113,7 @@ class PolynomialDecay(PruningSchedule):
         if not np.isfinite(power) or power <= 0:
             raise ValueError(f"`power` must be a positive number, got {power!r}.")
         self.power = float(power)
-        self.frequency = _check_int("frequency", frequency, 1)
+        self.frequency = check_int("frequency", frequency, 1)
 
     def should_prune(self, step: int) -> bool:
         if step < self.begin_step or step > self.end_step:
@@ -183,7 +173,7 @@ class OneShot(PruningSchedule):
     """
 
     def __init__(self, begin_step: int):
-        self.begin_step = _check_int("begin_step", begin_step, 0)
+        self.begin_step = check_int("begin_step", begin_step, 0)
         self.end_step = self.begin_step
 
     def should_prune(self, step: int) -> bool:
@@ -196,13 +186,9 @@ class OneShot(PruningSchedule):
         return {"begin_step": self.begin_step}
 
 
-def serialize(schedule: PruningSchedule) -> dict:
-    """Keras serialization of a schedule (`{"class_name": ..., "config": ...}`)."""
-    return tf.keras.utils.serialize_keras_object(schedule)
-
-
 def deserialize(config: Any, custom_objects: dict | None = None) -> PruningSchedule:
-    """Inverse of `serialize`; also accepts a schedule instance (returned as is).
+    """A schedule from its Keras serialization (`tf.keras.utils.serialize_keras_object`,
+    `{"class_name": ..., "config": ...}`); a schedule instance is returned as is.
 
     # Raises
         ValueError: if the result is not a `PruningSchedule`.

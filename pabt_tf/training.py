@@ -12,19 +12,35 @@ s_{mn} = |g_{mn}\\, \\partial L / \\partial g_{mn}|\\ \\text{("taylor")}
 with `g` the layer's gate. The gate gradients are the ones the step already computes for
 the optimizer: there is no second backward pass. Under `tf.distribute` they are summed
 across replicas first (Keras scales each replica's loss by the global batch size, so the
-sum is the global gradient), hence every replica holds the same importances. A step whose
-gate gradients are not all finite leaves the importances unchanged.
+sum is the global gradient), hence every replica holds the same importances.
+
+Non-finite steps: a training step whose gradients are not all finite (on any replica) is
+skipped entirely (`PaBTModel.train_step`): no optimizer update (its `iterations` do not
+advance; a `LossScaleOptimizer` decides itself and adapts its loss scale), no importance
+update, and what the forward pass and the loss wrote (BatchNormalization's moving
+statistics, the metrics) is restored. `model.nonfinite_steps` counts such steps and `fit`
+warns with the count at the end of each epoch that had some (`pabt_tf.nonfinite`).
 """
 
 from __future__ import annotations
 
-import sys
+import inspect
 from typing import Any, Iterable, Sequence
 
 import tensorflow as tf
+from tf_keras.src import backend as _keras_backend  # unique model names
 from tf_keras.src.engine import data_adapter, functional
+from tf_keras.src.saving.legacy import serialization as _legacy_serialization
 
 from pabt_tf.layers import PaBTLayer, pabt_layers
+from pabt_tf.nonfinite import (
+    NonfiniteStepsWarning,
+    all_finite,
+    all_reduce_sum,
+    apply_gradients_if,
+    forward_state_variables,
+    metric_variables,
+)
 
 __all__ = ["CRITERIA", "PaBTModel", "importance_scores", "update_importance"]
 
@@ -66,22 +82,13 @@ def importance_scores(gate: tf.Tensor, gate_grad: tf.Tensor, criterion: str = "t
     return tf.abs(taylor) if criterion == "taylor" else tf.square(taylor)
 
 
-def _all_reduce_sum(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
-    """Sum over replicas in a replica context (identity without a distribution)."""
-    if not tensors or not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return tensors
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync <= 1:
-        return tensors
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
-
-
 def update_importance(
     layers: Sequence[PaBTLayer] | tf.keras.Model,
     grads_and_vars: Iterable[tuple[Any, tf.Variable]],
     criterion: str = "taylor",
     momentum: float = 0.99,
     all_reduce: bool = True,
+    finite: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Accumulate the importance of the binary convolutions from a step's gradients.
 
@@ -96,10 +103,13 @@ def update_importance(
         criterion: `"taylor"` or `"taylor_squared"`.
         momentum: `ρ` in `[0, 1)`.
         all_reduce: sum the gate gradients across replicas first.
+        finite: optional boolean scalar tensor; `False` skips the update
+            (`PaBTModel.train_step` passes whether all the step's gradients are
+            finite, `all_finite`).
 
     # Returns
-        A boolean scalar tensor: whether the update was applied (all gate gradients
-        finite).
+        A boolean scalar tensor: whether the update was applied (`finite`, and all gate
+        gradients finite).
 
     # Raises
         ValueError: on an invalid `criterion` or `momentum`.
@@ -117,12 +127,13 @@ def update_importance(
         if isinstance(grad, tf.IndexedSlices):
             grad = tf.convert_to_tensor(grad)
         pairs.append((layer, tf.cast(grad, layer.importance_variable.dtype)))
+    applied = tf.constant(True) if finite is None else tf.convert_to_tensor(finite)
     if not pairs:
-        return tf.constant(True)
+        return applied
     grads = [g for _, g in pairs]
     if all_reduce:
-        grads = _all_reduce_sum(grads)
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        grads = all_reduce_sum(grads)
+    finite = tf.logical_and(applied, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
     for (layer, _), grad in zip(pairs, grads):
         gate = tf.cast(tf.convert_to_tensor(layer.gate), grad.dtype)
         score = importance_scores(gate, grad, criterion)
@@ -140,9 +151,11 @@ class PaBTModel(tf.keras.Model):
 
     Use it like `tf.keras.Model(inputs, outputs)`; `compile`, `fit`, `evaluate`,
     `predict`, sample weights, `run_eagerly`, any optimizer (including Larq's
-    `CaseOptimizer` with `Bop`) and `tf.distribute` strategies work as usual. Each
-    training step additionally updates every PaBT layer's `importance_variable`
-    from the gate gradients it computes anyway (see the module docstring).
+    `CaseOptimizer` with `Bop`), `jit_compile=True`, mixed precision and
+    `tf.distribute` strategies work as usual. Each training step additionally updates
+    every PaBT layer's `importance_variable` from the gate gradients it computes anyway,
+    and a step with non-finite gradients is skipped entirely and counted in
+    `nonfinite_steps` (see the module docstring).
 
     ```python
     inputs = tf.keras.Input((28, 28, 1))
@@ -189,19 +202,19 @@ class PaBTModel(tf.keras.Model):
     def _init_set_name(self, name, zero_based=True):
         # "pabt_model", not Keras' snake case of the class name ("pa_bt_model").
         if name is None:
-            from tf_keras.src import backend
-
-            name = backend.unique_object_name("pabt_model", zero_based=zero_based)
+            name = _keras_backend.unique_object_name("pabt_model", zero_based=zero_based)
         super()._init_set_name(name, zero_based=zero_based)
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _create_nonfinite_counter(self):
-        # Not a model weight (not tracked, not checkpointed): only a diagnostic.
-        self.nonfinite_importance_steps = tf.Variable(
+        # A non-trainable variable, not a model weight (untracked: not checkpointed, not
+        # in `get_weights()`), so that weights stay interchangeable with a plain
+        # functional model of the same layers.
+        self.nonfinite_steps = tf.Variable(
             0,
             dtype=tf.int64,
             trainable=False,
-            name="nonfinite_importance_steps",
+            name="nonfinite_steps",
             synchronization=tf.VariableSynchronization.ON_WRITE,
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
@@ -241,32 +254,40 @@ class PaBTModel(tf.keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = data_adapter.unpack_x_y_sample_weight(data)
+        # What the forward pass and the loss write, read before they do: a skipped step
+        # writes it back.
+        layer_state = forward_state_variables(self)
+        before = [tf.identity(v) for v in layer_state]
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
+            metric_state = metric_variables(self, y, y_pred)
+            before += [tf.identity(v) for v in metric_state]
             loss = self.compute_loss(x, y, y_pred, sample_weight)
         self._validate_target_and_loss(y, loss)
         grads_and_vars = list(self._gradients(loss, tape))
-        finite = update_importance(
-            self.pabt_layers, grads_and_vars, self.criterion, self.importance_momentum
-        )
-        self._count_nonfinite(finite)
-        self.optimizer.apply_gradients(grads_and_vars)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        finite = all_finite([g for g, _ in grads_and_vars])
+        update_importance(
+            self.pabt_layers, grads_and_vars, self.criterion, self.importance_momentum,
+            finite=finite,
+        )  # fmt: skip
+        apply_gradients_if(self.optimizer, grads_and_vars, finite)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        # tf.where, not tf.cond: no assignment inside a cond branch of a replica context.
+        for variable, value in zip(layer_state + metric_state, before):
+            variable.assign(tf.where(finite, tf.convert_to_tensor(variable), value))
+        self.nonfinite_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+        return {**logs, **self.get_metrics_result()}
 
-    def _count_nonfinite(self, finite):
-        counter = self.nonfinite_importance_steps
-        first = tf.logical_and(tf.logical_not(finite), tf.equal(counter, 0))
-        tf.cond(
-            first,
-            lambda: tf.print(
-                "WARNING: pabt_tf: non-finite gate gradients; importances not updated "
-                "for this step (warned once; `model.nonfinite_importance_steps` counts "
-                "such steps).",
-                output_stream=sys.stderr,
-            ),
-            tf.no_op,
-        )
-        counter.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+    def fit(self, *args, **kwargs):
+        """`tf.keras.Model.fit`, warning at the end of each epoch that had skipped steps."""
+        bound = inspect.signature(tf.keras.Model.fit).bind(self, *args, **kwargs)
+        callbacks = bound.arguments.get("callbacks")
+        warner = NonfiniteStepsWarning(self)
+        if isinstance(callbacks, tf.keras.callbacks.CallbackList):
+            callbacks.append(warner)
+        else:
+            bound.arguments["callbacks"] = [*(callbacks or []), warner]
+        return super().fit(*bound.args[1:], **bound.kwargs)
 
     # -- serialization ----------------------------------------------------------------
 
@@ -283,9 +304,7 @@ class PaBTModel(tf.keras.Model):
         config = dict(config)
         criterion = config.pop("criterion", "taylor")
         momentum = config.pop("importance_momentum", 0.99)
-        from tf_keras.src.saving.legacy import serialization as legacy_serialization
-
-        with legacy_serialization.SharedObjectLoadingScope():
+        with _legacy_serialization.SharedObjectLoadingScope():
             inputs, outputs, layers = functional.reconstruct_from_config(config, custom_objects)
             model = cls(
                 inputs=inputs,
@@ -297,3 +316,9 @@ class PaBTModel(tf.keras.Model):
             )
             functional.connect_ancillary_layers(model, layers)
         return model
+
+
+# HDF5 files name a model by its bare class name (Keras 2 writes `__class__.__name__`,
+# not the registered "pabt_tf>PaBTModel"): register that name too, so that
+# `load_model("model.h5")` needs no custom_objects after `import pabt_tf`.
+tf.keras.utils.get_custom_objects()["PaBTModel"] = PaBTModel

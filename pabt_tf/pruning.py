@@ -1,0 +1,190 @@
+"""Which binary convolutions to prune: pure functions of importances, masks and MACs.
+
+`PaBTPruningCallback` reads each layer's state, asks `plan_pruning` what to deactivate
+at a pruning event, and applies the answer through the layers' own operations (as
+tfmot's callback leaves the mask computation to `pruning_impl`). Nothing here touches
+a layer or a variable: every input is a NumPy array or a number, so the selection can
+be tested, and replayed, on its own.
+
+Terms: a layer's *kept* binary convolutions are the active ones not being soft-pruned
+(what a schedule counts); its *floor* is the number it never drops below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "NORMALIZATIONS",
+    "RANKINGS",
+    "PruningPlan",
+    "mac_weighted_mean",
+    "plan_pruning",
+    "ranking_scores",
+    "scheduled_count",
+    "unmeasured_layers",
+]
+
+RANKINGS = ("global", "layerwise")
+NORMALIZATIONS = ("sum", "max", "none")
+_EPS = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningPlan:
+    """What one pruning event deactivates.
+
+    # Attributes
+        goal: the scheduled number of kept binary convolutions (an int), or with a
+            `"global"` budget the scheduled MAC-weighted mean of kept ones (a float).
+        chosen: `(layer index, m, n)` of the binary convolutions to prune, in order.
+        counts_before, counts_after: kept binary convolutions per layer.
+        ranked: per layer, whether the selection compared its importances (it could
+            lose binary convolutions at this event).
+    """
+
+    goal: int | float
+    chosen: list[tuple[int, int, int]]
+    counts_before: list[int]
+    counts_after: list[int]
+    ranked: list[bool]
+
+
+def mac_weighted_mean(macs: Sequence[float], counts: Sequence[float]) -> float:
+    """`Σ macs·counts / Σ macs`: the MAC-weighted mean of per-layer counts."""
+    macs = np.asarray(macs, np.float64)
+    return float((macs * np.asarray(counts, np.float64)).sum() / macs.sum())
+
+
+def scheduled_count(total: int, target: int, remaining_fraction: float) -> int:
+    """Kept binary convolutions at `remaining_fraction`: `ceil(target + r·(total − target))`."""
+    return int(math.ceil(target + remaining_fraction * (total - target) - _EPS))
+
+
+def ranking_scores(
+    importances: Sequence[np.ndarray],
+    kept: Sequence[np.ndarray],
+    macs: Sequence[float],
+    normalization: str = "sum",
+    mac_weighted: bool = False,
+) -> list[np.ndarray]:
+    """Per layer `(M, N)` scores the `"global"` ranking compares (lower is pruned first).
+
+    # Arguments
+        importances: each layer's importances.
+        kept: each layer's kept binary convolutions (bool); the others score `inf`.
+        macs: each layer's MACs per binary convolution.
+        normalization: `"sum"` (divide by the layer's total over its kept binary
+            convolutions), `"max"` (by their maximum) or `"none"`.
+        mac_weighted: also divide by the layer's MACs relative to the mean over layers.
+
+    # Returns
+        One float64 array per layer.
+    """
+    scores = []
+    mean_macs = float(np.mean(macs))
+    for imp, keep, layer_macs in zip(importances, kept, macs):
+        imp = np.asarray(imp, np.float64)
+        if normalization == "sum":
+            denom = imp[keep].sum() if keep.any() else 0.0
+        elif normalization == "max":
+            denom = imp[keep].max() if keep.any() else 0.0
+        else:
+            denom = 1.0
+        score = imp / denom if denom > 0 else np.zeros_like(imp)
+        if mac_weighted:
+            score = score / (layer_macs / mean_macs)
+        scores.append(np.where(keep, score, np.inf))
+    return scores
+
+
+def unmeasured_layers(
+    importances: Sequence[np.ndarray], kept: Sequence[np.ndarray], ranked: Sequence[bool]
+) -> list[int]:
+    """Indices of the ranked layers with no importance measured: over their kept binary
+    convolutions the importances are all zero (never updated) or not all finite.
+    Ranking those would prune by index order."""
+    missing = []
+    for i, (imp, keep, was_ranked) in enumerate(zip(importances, kept, ranked)):
+        values = np.asarray(imp, np.float64)[keep]
+        if was_ranked and (not np.all(np.isfinite(values)) or not np.any(values > 0)):
+            missing.append(i)
+    return missing
+
+
+def plan_pruning(
+    importances: Sequence[np.ndarray],
+    kept: Sequence[np.ndarray],
+    macs: Sequence[float],
+    floors: Sequence[int],
+    remaining_fraction: float,
+    ranking: str = "global",
+    normalization: str = "sum",
+    mac_weighted: bool = False,
+    budget: float | None = None,
+) -> PruningPlan:
+    """Choose the binary convolutions a pruning event deactivates.
+
+    `"global"`: the lowest `ranking_scores` across layers go until the network keeps
+    `scheduled_count(Σ M·N, Σ floors, r)` binary convolutions, or, with a `budget`, until
+    the MAC-weighted mean of kept ones is at or below `budget + r·(full − budget)`.
+    `"layerwise"`: every layer goes to `ceil(end + r·(M·N − end))` by its own lowest
+    importances, `end` being its floor (or `ceil(budget)` clipped to its `M·N`). No layer
+    drops below its floor. Ties go by layer, then index order.
+
+    # Arguments
+        importances, kept, macs: per layer, as for `ranking_scores`.
+        floors: per layer, the fewest kept binary convolutions allowed.
+        remaining_fraction: the schedule's `r` at this event.
+        ranking, normalization, mac_weighted, budget: as `PaBTPruningCallback`'s.
+
+    # Returns
+        A `PruningPlan`.
+    """
+    kept = [np.asarray(k, bool) for k in kept]
+    counts = np.array([k.sum() for k in kept], np.int64)
+    before = counts.copy()
+    sizes = [k.size for k in kept]
+    chosen: list[tuple[int, int, int]] = []
+    if ranking == "global":
+        scores = ranking_scores(importances, kept, macs, normalization, mac_weighted)
+        candidates = sorted(
+            (float(s[m, n]), i, int(m), int(n))
+            for i, s in enumerate(scores)
+            for m, n in zip(*np.nonzero(kept[i]))
+        )
+        if budget is None:
+            goal = scheduled_count(sum(sizes), int(np.sum(floors)), remaining_fraction)
+            done = lambda: counts.sum() <= goal  # noqa: E731
+        else:
+            full = mac_weighted_mean(macs, sizes)
+            goal = budget + remaining_fraction * (full - budget)
+            done = lambda: mac_weighted_mean(macs, counts) <= goal + _EPS  # noqa: E731
+        ranked = [bool(c > f) for c, f in zip(counts, floors)] if not done() else [False] * len(kept)
+        for _, i, m, n in candidates:
+            if done():
+                break
+            if counts[i] <= floors[i]:
+                continue
+            counts[i] -= 1
+            chosen.append((i, m, n))
+    else:
+        goal = 0
+        ranked = []
+        for i, size in enumerate(sizes):
+            end = floors[i]
+            if budget is not None:
+                end = max(end, min(size, math.ceil(budget - _EPS)))
+            goal_i = scheduled_count(size, end, remaining_fraction)
+            goal += goal_i
+            ranked.append(bool(counts[i] > goal_i))
+            imp = np.asarray(importances[i])
+            order = sorted((float(imp[m, n]), int(m), int(n)) for m, n in zip(*np.nonzero(kept[i])))
+            for _, m, n in order[: max(counts[i] - goal_i, 0)]:
+                counts[i] -= 1
+                chosen.append((i, m, n))
+    return PruningPlan(goal, chosen, before.tolist(), counts.tolist(), ranked)
