@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,3 +68,28 @@ def fmnist(train_limit: int, test_limit: int = 0):
         return x, y
     xt, yt = load_fashion_mnist("test", limit=test_limit)
     return x, y, xt, yt
+
+
+def small_bn_net(bases=((2, 3), (2, 2)), model_cls=None, **model_kwargs) -> tf.keras.Model:
+    """8x8x1 -> float conv + BN -> PaBT conv + BN -> flatten -> PaBT dense (3 outputs)."""
+    (m1, n1), (m2, n2) = bases
+    inputs = tf.keras.Input((8, 8, 1))
+    h = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False)(inputs)
+    h = tf.keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = pabt.PaBTConv2D(4, 3, padding="same", weight_bases=m1, activation_bases=n1)(h)
+    h = tf.keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = tf.keras.layers.Flatten()(h)
+    outputs = pabt.PaBTDense(3, weight_bases=m2, activation_bases=n2)(h)
+    model_cls = pabt.PaBTModel if model_cls is None else model_cls
+    return model_cls(inputs=inputs, outputs=outputs, **model_kwargs)
+
+
+def run_in_fresh_process(script: str, cwd: str) -> dict:
+    """Run `script` in a new Python that only does `import pabt_tf` for Keras 2 (no
+    TF_USE_LEGACY_KERAS in its environment); its last stdout line is JSON, returned."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

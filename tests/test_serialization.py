@@ -15,6 +15,8 @@ import pabt_tf as pabt
 from pabt_tf.layers import PaBTConv2D, PaBTDense
 from pabt_tf.quantizers import ABCWeightBases, MultiBaseSign, RandomSign
 
+from _training_utils import run_in_fresh_process
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -191,6 +193,38 @@ def test_savedmodel_and_h5(trained, tmp_path, route):
         restored = tf.saved_model.load(path)
         out = restored.signatures["serving_default"](tf.constant(x))
         np.testing.assert_array_equal(list(out.values())[0], y)
+
+
+def test_pabt_model_h5_loads_in_a_fresh_process_without_custom_objects(trained, tmp_path):
+    """Issue 8, defect 6: HDF5 names the model class without its package prefix."""
+    model, x, y = trained
+    model.compile(tf.keras.optimizers.Adam(0.01), "mse")
+    path = str(tmp_path / "model.h5")
+    model.save(path)
+    np.savez(tmp_path / "expected.npz", x=x, y=y, **pabt_state(model))
+    result = run_in_fresh_process(
+        f"""
+import json, sys
+import numpy as np
+import pabt_tf as pabt
+import tensorflow as tf
+sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
+from test_serialization import pabt_state
+model = tf.keras.models.load_model({path!r})  # no custom_objects
+expected = dict(np.load("expected.npz"))
+state = pabt_state(model)
+print(json.dumps({{
+    "class": type(model).__name__,
+    "config": [model.criterion, model.importance_momentum],
+    "optimizer": type(model.optimizer).__name__,
+    "max_diff": float(np.abs(model(expected.pop("x")).numpy() - expected.pop("y")).max()),
+    "mismatched": [k for k in expected if not np.array_equal(state[k], expected[k])],
+}}))
+""",
+        cwd=str(tmp_path),
+    )
+    assert result == {"class": "PaBTModel", "config": ["taylor", 0.99], "optimizer": "Adam",
+                      "max_diff": 0.0, "mismatched": []}  # fmt: skip
 
 
 def test_checkpoint_restores_everything(trained, tmp_path):
