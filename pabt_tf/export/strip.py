@@ -45,11 +45,6 @@ def bconv_owner(name: str) -> str:
     return match.group("owner") if match else name
 
 
-
-# "<pabt layer>/m<m>n<n>_bconv": the name `strip_pabt` gives each binary convolution.
-_BCONV_NAME = re.compile(r"^(?P<owner>.+)/m(?P<m>\d+)n(?P<n>\d+)_bconv$")
-
-
 # --------------------------------------------------------------------------------------
 # Constant layers of the stripped model
 # --------------------------------------------------------------------------------------
