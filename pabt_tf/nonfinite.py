@@ -95,10 +95,20 @@ class _Opaque:
         self.value = value
 
 
-def apply_gradients_if(optimizer, grads_and_vars: list, finite: tf.Tensor) -> None:
-    """`optimizer.apply_gradients(grads_and_vars)` only if `finite`; `iterations` do not
-    advance otherwise. A `LossScaleOptimizer` always gets the gradients: it skips
-    non-finite steps itself and must see them to lower its loss scale."""
+def apply_gradients_if(optimizer: Any, grads_and_vars: list, finite: tf.Tensor) -> None:
+    """`optimizer.apply_gradients(grads_and_vars)` only if `finite`.
+
+    A skipped step leaves the optimizer untouched: no update, no slot change, its
+    `iterations` do not advance (learning-rate schedules count applied steps). A
+    `LossScaleOptimizer` always gets the gradients: it skips non-finite steps itself and
+    must see them to lower its loss scale. Works in a replica context of any strategy
+    and under XLA.
+
+    # Arguments
+        optimizer: a Keras optimizer (legacy or not, Larq's `CaseOptimizer` included).
+        grads_and_vars: the step's `(gradient, variable)` pairs.
+        finite: boolean scalar tensor, the same on every replica (`all_finite`).
+    """
     if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
         optimizer.apply_gradients(grads_and_vars)
         return
@@ -137,7 +147,7 @@ def apply_gradients_if(optimizer, grads_and_vars: list, finite: tf.Tensor) -> No
 class NonfiniteStepsWarning(tf.keras.callbacks.Callback):
     """At the end of an epoch with skipped steps, warn with their count."""
 
-    def __init__(self, model: "PaBTModel"):
+    def __init__(self, model: tf.keras.Model):
         super().__init__()
         self._pabt_model = model  # `set_model` may not be called (a CallbackList)
 
@@ -166,23 +176,21 @@ class NonfiniteStepsWarning(tf.keras.callbacks.Callback):
         )
 
 
-
 def forward_state_variables(model: tf.keras.Model) -> list[tf.Variable]:
-    """Variables a training forward pass may write: the non-trainable weights of
-    trainable layers (BatchNormalization's moving statistics, ...), not the PaBT
-    pruning state. Under a distribution, only those a replica can write (on-read
-    synchronized or aggregated), which excludes constants such as Normalization's."""
+    """Variables a training forward pass may write, to restore after a skipped step.
+
+    The non-trainable weights of trainable layers (BatchNormalization's moving
+    statistics, ...), without the PaBT pruning state (the step does not write it). Under
+    a distribution, only those a replica can write (on-read synchronized, or with an
+    aggregation), which leaves out constants such as `Normalization`'s statistics.
+    """
     frozen = {
         id(w)
         for layer in model.submodules
         if isinstance(layer, tf.keras.layers.Layer) and not layer.trainable
         for w in layer.weights
     }
-    pruning_state = {
-        id(w)
-        for layer in pabt_layers(model)
-        for w in (layer.mask, layer.importance_variable, layer.gate_decay, layer.pruning_step)
-    }
+    pruning_state = {id(w) for layer in pabt_layers(model) for w in layer.pruning_variables}
     distributed = tf.distribute.has_strategy()
     return [
         w
@@ -196,13 +204,19 @@ def forward_state_variables(model: tf.keras.Model) -> list[tf.Variable]:
         )
     ]
 
+
 def metric_variables(model: tf.keras.Model, y: Any, y_pred: Any) -> list[tf.Variable]:
-    """The variables of `model.metrics`. Keras builds its loss and metric containers
-    at their first update, inside the first traced step: build them first, so that
-    their variables exist before this step updates them."""
+    """The variables of `model.metrics` (loss trackers and compiled metrics), to restore
+    after a skipped step.
+
+    Keras builds its loss and metric containers at their first update, inside the first
+    traced step; they are built here first (from the step's targets and predictions), so
+    that their variables exist, and can be read, before the step updates them.
+    """
     if not model.compiled_loss.built:
         model.compiled_loss.build(y_pred)
     metrics = model.compiled_metrics
     if not metrics.built:
+        # As `MetricsContainer.update_state` builds it (targets mapped to the outputs).
         metrics.build(y_pred, metrics._conform_to_outputs(y_pred, y))
     return [v for metric in model.metrics for v in metric.variables]

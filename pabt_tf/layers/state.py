@@ -70,6 +70,12 @@ class PruningState:
             "pruning_step", shape=(), dtype=tf.int64, initializer="zeros", **state
         )
 
+    @property
+    def pruning_variables(self) -> tuple[tf.Variable, ...]:
+        """The four state weights: `mask`, `importance_variable`, `gate_decay`,
+        `pruning_step`."""
+        return (self.mask, self.importance_variable, self.gate_decay, self.pruning_step)
+
     def _check_built(self, what: str) -> None:
         if not self.built:
             raise ValueError(f"{self.name}: build the layer before using `{what}`.")
