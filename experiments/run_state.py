@@ -83,11 +83,15 @@ class RunProgress(tf.keras.callbacks.Callback):
         self.state["config"] = self.config
         write_json(self.path, self.state)
 
+    def on_train_end(self, logs=None):
+        # The piece's wall time includes the end-of-training callbacks; not saved to
+        # progress.json (the next epoch-end write, if any, would cover it anyway).
+        self.state["pieces"][-1]["seconds"] = time.time() - self._piece_start
+
     @property
     def train_seconds(self) -> float:
-        """Wall time of training over all pieces (the current one up to now)."""
-        done = sum(p["seconds"] for p in self.state["pieces"][:-1])
-        return done + (time.time() - self._piece_start)
+        """Wall time of `fit` over all pieces of the run."""
+        return sum(p["seconds"] for p in self.state["pieces"])
 
 
 def backup_callback(run_dir: str) -> tf.keras.callbacks.Callback:

@@ -50,7 +50,8 @@ def test_stopped_run_resumes_from_its_last_epoch(tmp_path):
     assert len(history["pruning_events"]) >= events_before
     steps = [e["step"] for e in history["pruning_events"]]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
-    assert results["train_seconds"] == pytest.approx(sum(p["seconds"] for p in history["pieces"]), rel=0.05)
+    assert results["train_seconds"] == pytest.approx(sum(p["seconds"] for p in history["pieces"]))
+    assert all(p["seconds"] > 0 for p in history["pieces"])
     assert not (tmp_path / "run" / "backup").exists()  # resume state removed once done
 
 
