@@ -175,6 +175,9 @@ class MultiBaseSign(lq.quantizers._BaseQuantizer):
         forward and gradients (`∂/∂x = 1{|x − θ| ≤ clip}`, `∂/∂θ = −Σ` of that) with
         fewer full-size ops in the backward pass than `ste_sign` applied to a shifted
         input (10–20 % less time in the binarization, measured here).
+
+        The output has the dtype of `inputs` (float16 under a mixed-precision policy);
+        θ may be float32 (the stored thresholds) and gets its gradient in its own dtype.
         """
         q = self.pseudo_gradient
         if type(q) is not lq.quantizers.SteSign:
