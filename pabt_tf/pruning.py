@@ -164,7 +164,8 @@ def plan_pruning(
             full = mac_weighted_mean(macs, sizes)
             goal = budget + remaining_fraction * (full - budget)
             done = lambda: mac_weighted_mean(macs, counts) <= goal + _EPS  # noqa: E731
-        ranked = [bool(c > f) for c, f in zip(counts, floors)] if not done() else [False] * len(kept)
+        # The layers that may lose binary convolutions at this event.
+        ranked = [bool(c > f) and not done() for c, f in zip(counts, floors)]
         for _, i, m, n in candidates:
             if done():
                 break

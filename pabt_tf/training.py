@@ -133,7 +133,8 @@ def update_importance(
     grads = [g for _, g in pairs]
     if all_reduce:
         grads = all_reduce_sum(grads)
-    finite = tf.logical_and(applied, tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+    gates_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+    finite = tf.logical_and(applied, gates_finite)
     for (layer, _), grad in zip(pairs, grads):
         gate = tf.cast(tf.convert_to_tensor(layer.gate), grad.dtype)
         score = importance_scores(gate, grad, criterion)
