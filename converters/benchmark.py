@@ -22,6 +22,12 @@ copies the flatbuffer (and the twins, if asked) and a user-supplied `lce_benchma
 (`adb push` to /data/local/tmp) or the board (`scp`), runs
 `lce_benchmark_model --graph=... --num_threads=N`, and parses its timing output.
 `--dry-run` prints the exact commands instead of running them.
+
+The flatbuffer is checked before any interpreter sees it (`pabt_tf.flatbuffer_guard`:
+structure, references, operator options and shapes) and then loaded once in a child
+process, so a truncated or corrupted file exits 2 with the reason instead of crashing.
+The Keras model for the baselines loads like in `pabt-convert` (no code it carries runs
+without `--unsafe`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import time
 
 import numpy as np
 
-from converters.convert import EXIT_OK, CliError, run_cli
+from converters.cli import EXIT_OK, CliError, check_count, read_flatbuffer, run_cli
 
 __all__ = [
     "Latency",
@@ -133,10 +139,16 @@ def host_latencies(
         One `Latency` per (label, kernels, threads).
 
     # Raises
-        ValueError: on an empty dict, bad counts or mismatched input shapes.
+        ValueError: on an empty dict, bad counts, mismatched input shapes, or a flatbuffer
+            that is not well-formed (`MalformedFlatbufferError`, before any interpreter
+            sees it).
     """
+    from pabt_tf.flatbuffer_guard import check_flatbuffer
+
     if not flatbuffers:
         raise ValueError("`flatbuffers` must not be empty.")
+    for label, fb in flatbuffers.items():
+        check_flatbuffer(fb, f"flatbuffer {label!r}")
     for name, value in (("rounds", rounds), ("repeats", repeats)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -345,14 +357,7 @@ def check_device_tools(device: str, benchmark_binary: str | None) -> None:
     # Raises
         CliError
     """
-    if not benchmark_binary:
-        raise CliError(
-            f"--device {device} needs --benchmark-binary PATH: the lce_benchmark_model built "
-            "for the board (LCE's GitHub releases have Android arm64, aarch64 and aarch32 "
-            "builds)."
-        )
-    if not os.path.isfile(benchmark_binary):
-        raise CliError(f"--benchmark-binary {benchmark_binary!r} does not exist or is not a file.")
+    check_benchmark_binary(device, benchmark_binary)
     tools = ("adb",) if device == "adb" else ("ssh", "scp")
     for tool in tools:
         if shutil.which(tool) is None:
@@ -362,6 +367,22 @@ def check_device_tools(device: str, benchmark_binary: str | None) -> None:
                 else "install an OpenSSH client (e.g. `apt-get install openssh-client`)"
             )
             raise CliError(f"`{tool}` is not on PATH: {hint}.")
+
+
+def check_benchmark_binary(device: str, benchmark_binary: str | None) -> None:
+    """`--benchmark-binary` is given and is a file.
+
+    # Raises
+        CliError
+    """
+    if not benchmark_binary:
+        raise CliError(
+            f"--device {device} needs --benchmark-binary PATH: the lce_benchmark_model built "
+            "for the board (LCE's GitHub releases have Android arm64, aarch64 and aarch32 "
+            "builds)."
+        )
+    if not os.path.isfile(benchmark_binary):
+        raise CliError(f"--benchmark-binary {benchmark_binary!r} does not exist or is not a file.")
 
 
 def run_device_benchmark(setup, runs, timeout: float = 600.0) -> list[tuple[str, int, dict]]:
@@ -435,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the device commands, do not run them"
     )
+    parser.add_argument(
+        "--unsafe", action="store_true",
+        help="load --keras-model even if its config carries Python code (Lambda layers), "
+        "which loading runs; refused by default, as in pabt-convert",
+    )  # fmt: skip
     return parser
 
 
@@ -463,10 +489,10 @@ def build_twins(args, flatbuffer: bytes) -> dict[str, bytes]:
 
     import larq_compute_engine as lce
 
-    from converters.convert import load_keras_model
+    from converters.model_loading import load_keras_model
     from converters.twins import binary_layer_count, float_twin, larq_twin
 
-    model = load_keras_model(path)
+    model = load_keras_model(path, unsafe=args.unsafe)
     if binary_layer_count(model) == 0:
         raise CliError(f"Keras model {path!r} has no PaBT or Larq binary layers to compare.")
     interp_shape = tuple(_interpreter(flatbuffer, 1, "default").input_shapes[0][1:])
@@ -502,20 +528,26 @@ def run_host(args, flatbuffer: bytes, twins: dict[str, bytes]) -> int:
     return EXIT_OK
 
 
-def _check_device_arg(device: list[str]) -> None:
-    kind = device[0]
-    if kind not in ("adb", "ssh") or len(device) != (1 if kind == "adb" else 2):
-        raise CliError(f"--device must be `adb` or `ssh HOST`, got {' '.join(device)!r}.")
+def check_device_args(args) -> None:
+    """`--device adb` or `--device ssh HOST`, a benchmark binary, and (unless `--dry-run`,
+    which only prints commands) the tools that copy and run it.
+
+    # Raises
+        CliError
+    """
+    kind = args.device[0]
+    if kind not in ("adb", "ssh") or len(args.device) != (1 if kind == "adb" else 2):
+        raise CliError(f"--device must be `adb` or `ssh HOST`, got {' '.join(args.device)!r}.")
+    if args.dry_run:
+        check_benchmark_binary(kind, args.benchmark_binary)
+    else:
+        check_device_tools(kind, args.benchmark_binary)
 
 
 def run_device(args, flatbuffer: bytes, twins: dict[str, bytes]) -> int:
-    _check_device_arg(args.device)
+    """Benchmark on the board; `check_device_args(args)` has passed."""
     device = args.device[0]
     host = args.device[1] if device == "ssh" else None
-    if not args.dry_run:
-        check_device_tools(device, args.benchmark_binary)
-    elif not args.benchmark_binary:
-        raise CliError(f"--device {device} needs --benchmark-binary PATH.")
     with tempfile.TemporaryDirectory() as tmp:
         paths = [os.path.abspath(args.flatbuffer)]
         for label, fb in twins.items():
@@ -542,21 +574,28 @@ def run_device(args, flatbuffer: bytes, twins: dict[str, bytes]) -> int:
     return EXIT_OK
 
 
+# Interpreter settings of each `--kernels` choice, for the crash probe.
+_KERNEL_SETTINGS = {
+    "default": {},
+    "indirect_bgemm": {"use_indirect_bgemm": True},
+    "xnnpack": {"use_xnnpack": True},
+}
+
+
 def run(args) -> int:
-    if not os.path.isfile(args.flatbuffer):
-        raise CliError(f"flatbuffer {args.flatbuffer!r} does not exist or is not a file.")
-    with open(args.flatbuffer, "rb") as f:
-        flatbuffer = f.read()
-    if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
-        raise CliError(f"{args.flatbuffer!r} is not a TFLite flatbuffer.")
-    if any(t < 1 for t in args.threads):
-        raise CliError(f"--threads must be positive, got {args.threads}.")
+    check_count(args.threads, "--threads")
+    check_count(args.rounds, "--rounds")
+    check_count(args.repeats, "--repeats")
     if args.device:
-        _check_device_arg(args.device)
-        if not args.dry_run:
-            check_device_tools(args.device[0], args.benchmark_binary)
+        check_device_args(args)
     import pabt_tf  # noqa: F401
 
+    # Checked, then loaded once in a child process with the settings this run uses: a
+    # malformed file stops here with a message instead of crashing the interpreter below.
+    kernels = ["default"] if args.device else args.kernels
+    flatbuffer = read_flatbuffer(
+        args.flatbuffer, "flatbuffer", probe_settings=[_KERNEL_SETTINGS[k] for k in kernels]
+    )
     twins = build_twins(args, flatbuffer)
     if args.device:
         return run_device(args, flatbuffer, twins)

@@ -9,9 +9,19 @@ inputs (random N(0, 1) inputs of the model's input shape otherwise). Prints the 
 table, sizes and the verification; writes OUT only if every check passes (or with
 `--no-strict`).
 
+The output is checked before the (slow) conversion: it must not be the model itself
+(under any name), a directory or an unwritable place. It is written to a temporary file
+beside it and renamed over OUT only when complete, so a failed write (disk full, file-size
+limit) leaves an existing OUT as it was.
+
+Models whose config carries Python code (`Lambda` layers, see
+`converters.model_loading`) are refused before loading, in every format: the `.h5` and
+SavedModel loaders would run that code. `--unsafe` loads them anyway, for trusted files.
+
 Exit codes: 0 success; 1 a check failed (a binary convolution left float, verification
-failed); 2 bad input (missing/unreadable model, no PaBT layers, not a BNN under
-`--require-bnn`, bad arguments).
+failed) or OUT could not be written; 2 bad input (missing/unreadable model, a model
+carrying code, a bad output path, no PaBT layers, not a BNN under `--require-bnn`, bad
+arguments).
 """
 
 from __future__ import annotations
@@ -19,30 +29,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 
 import numpy as np
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class CliError(Exception):
-    """A user-facing error: message and exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
-        super().__init__(message)
-        self.code = code
-
-
-def run_cli(build_parser, run, argv: list[str] | None) -> int:
-    """Parse `argv`, call `run(args)`; a `CliError` becomes its message and exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CliError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code if err.code else EXIT_BAD_INPUT
+# Shared CLI plumbing; re-exported here, where it used to live.
+from converters.cli import (  # noqa: F401
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    CliError,
+    check_count,
+    check_output_path,
+    run_cli,
+    write_atomically,
+)
+from converters.model_loading import load_keras_model  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("model", help="a .keras / .h5 file or a SavedModel directory")
-    parser.add_argument("output", help="where to write the .tflite flatbuffer")
+    parser.add_argument(
+        "output",
+        help="where to write the .tflite flatbuffer (not the model itself; replaced only "
+        "once the new file is complete)",
+    )
     parser.add_argument(
         "--verify-samples", type=int, default=500,
         help="inputs to compare LCE's interpreter with Keras on (0 skips; default 500)",
@@ -72,37 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-strict", action="store_true",
         help="write the flatbuffer and exit 0 even if a check fails (prints the failures)",
     )  # fmt: skip
+    parser.add_argument(
+        "--unsafe", action="store_true",
+        help="load the model even if its config carries Python code (Lambda layers): "
+        "loading runs that code. By default such models are refused in every format "
+        "(.h5 and SavedModel loaders would run it); use only for files you trust",
+    )  # fmt: skip
     return parser
-
-
-def load_keras_model(path: str):
-    """Load a .keras/.h5 file or SavedModel directory with pabt_tf's objects registered.
-
-    # Raises
-        CliError: missing path or a file that is not a readable Keras model.
-    """
-    import pabt_tf  # noqa: F401  (Keras 2 + registered custom objects)
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # "compiled the loaded model..." chatter
-    if not os.path.exists(path):
-        raise CliError(f"model {path!r} does not exist.")
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
-        raise CliError(f"{path!r} is a directory but not a SavedModel (no saved_model.pb).")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = tf.keras.models.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many types for unreadable files
-        raise CliError(
-            f"cannot read model {path!r} as a Keras model ({type(err).__name__}: {err})."
-        ) from err
-    if not isinstance(model, tf.keras.Model):
-        raise CliError(
-            f"{path!r} loaded as {type(model).__name__}, not a Keras model; save it with "
-            "model.save(...)."
-        )
-    return model
 
 
 def verification_inputs(model, samples: int, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -142,17 +123,17 @@ def _layer_table(model) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.verify_samples < 0:
-        raise CliError(f"--verify-samples must be >= 0, got {args.verify_samples}.")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise CliError(f"output directory {out_dir!r} does not exist.")
+    check_count(args.verify_samples, "--verify-samples", minimum=0)
+    if not os.path.exists(args.model):
+        raise CliError(f"model {args.model!r} does not exist.")
+    # Before the slow part: a bad output path must not cost a conversion, nor the model.
+    output = check_output_path(args.output, "output", inputs=(args.model,))
 
-    model = load_keras_model(args.model)
+    model = load_keras_model(args.model, unsafe=args.unsafe)
 
     from pabt_tf.export import ConversionError, convert_with_report
     from pabt_tf.layers import pabt_layers
-    from pabt_tf.summary import mean_binary_convs
+    from pabt_tf.costs import mean_binary_convs
 
     layers = pabt_layers(model)
     if not layers:
@@ -195,8 +176,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {failure}\n{args.output} was not written (--no-strict writes it anyway).",
               file=sys.stderr)
         return EXIT_CHECK_FAILED
-    with open(args.output, "wb") as f:
-        f.write(report.flatbuffer)
+    from pabt_tf.flatbuffer_guard import MalformedFlatbufferError, check_flatbuffer
+
+    try:  # what pabt-benchmark and pabt.verify will demand of the file
+        check_flatbuffer(report.flatbuffer, "LCE's flatbuffer")
+    except MalformedFlatbufferError as err:
+        print(f"error: {err}\n{args.output} was not written.", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    try:
+        write_atomically(output, report.flatbuffer)
+    except OSError as err:
+        print(f"error: could not write {args.output}: {err.strerror or err}. "
+              f"{'It was left as it was.' if os.path.exists(output) else 'Nothing was written.'}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CHECK_FAILED
     print(f"Wrote {args.output} ({report.flatbuffer_bytes / 1024:.1f} KiB)")
     if failure:
         print(f"warning (--no-strict): {failure}", file=sys.stderr)
