@@ -436,12 +436,12 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         config["decay_steps"] = min(config["decay_steps"], total_steps // 10)
         schedule = _schedule(config, total_steps)
         if config["evaluate_mbn"]:
-            mbn = EvaluateBeforePruning(getattr(schedule, "begin_step", schedule.end_step), ds.test, steps)
+            mbn = EvaluateBeforePruning(schedule.begin_step, ds.test, steps)
             callbacks.append(mbn)
         if distill:
             from experiments.distill import TeacherSnapshot
 
-            callbacks.append(TeacherSnapshot(getattr(schedule, "begin_step", schedule.end_step)))
+            callbacks.append(TeacherSnapshot(schedule.begin_step))
         pruning = pabt_tf.PaBTPruningCallback(
             schedule,
             target_per_layer=config["target_per_layer"],

@@ -12,9 +12,10 @@ from pabt_tf import layers, quantizers  # noqa: E402
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers  # noqa: E402
 from pabt_tf.costs import larq_profile, larq_summary, mean_binary_convs, summary  # noqa: E402
 from pabt_tf.transform import from_model  # noqa: E402
-from pabt_tf import training  # noqa: E402
+from pabt_tf import nonfinite, training  # noqa: E402
+from pabt_tf.nonfinite import nonfinite_weights  # noqa: E402
 from pabt_tf.training import PaBTModel  # noqa: E402
-from pabt_tf import callbacks, schedules  # noqa: E402
+from pabt_tf import callbacks, pruning, schedules  # noqa: E402
 from pabt_tf.callbacks import PaBTPruningCallback  # noqa: E402
 from pabt_tf import export  # noqa: E402
 from pabt_tf.export import convert, strip_pabt, verify  # noqa: E402
@@ -50,7 +51,10 @@ __all__ = [
     "mean_binary_convs",
     "methods",
     "models",
+    "nonfinite",
+    "nonfinite_weights",
     "pabt_layers",
+    "pruning",
     "quantizers",
     "schedules",
     "strip_pabt",
