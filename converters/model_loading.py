@@ -162,7 +162,9 @@ def load_keras_model(path: str, unsafe: bool = False):
     if not unsafe:
         try:
             found = code_in_model(path)
-        except (OSError, ValueError) as err:
+        except CliError:
+            raise
+        except Exception as err:  # h5py, zipfile and protobuf each raise their own types
             raise CliError(f"cannot read model {path!r} ({type(err).__name__}: {err}).") from err
         if found:
             raise CliError(
