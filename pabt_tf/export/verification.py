@@ -9,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 
+from pabt_tf.flatbuffer_guard import check_flatbuffer
+
 __all__ = ["verify", "VerificationResult", "default_indirect_bgemm"]
 
 
@@ -80,8 +82,12 @@ def verify(
         A `VerificationResult`.
 
     # Raises
+        MalformedFlatbufferError: (a `ValueError`) `flatbuffer` is not a well-formed TFLite
+            flatbuffer (truncated, corrupted): checked before LCE's interpreter, which
+            does not verify its input and would crash the process.
         ValueError: on empty inputs or inputs whose shape does not match the flatbuffer.
     """
+    check_flatbuffer(flatbuffer, "`flatbuffer`")
     inputs = np.asarray(inputs, np.float32)
     if inputs.ndim < 1 or len(inputs) == 0:
         raise ValueError("`inputs` must hold at least one sample (leading batch axis).")
