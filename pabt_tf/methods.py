@@ -31,6 +31,18 @@ METHODS = ("pabt", "abc", "bnn", "bnn_bireal", "bnn_bop", "float")
 _LAYERS = tf.keras.layers
 
 
+# The Larq BNN baselines: quantizers and constraint/initializer of their binary layer
+# (functions, so every layer gets its own quantizer objects).
+_LARQ_BNN: dict[str, Callable[[], dict[str, Any]]] = {
+    "bnn": lambda: dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                        kernel_constraint="weight_clip"),
+    "bnn_bireal": lambda: dict(input_quantizer="approx_sign", kernel_quantizer="magnitude_aware_sign",
+                               kernel_constraint="weight_clip"),
+    "bnn_bop": lambda: dict(input_quantizer="ste_sign", kernel_quantizer=lq.quantizers.NoOp(precision=1),
+                            kernel_initializer=RandomSign()),
+}  # fmt: skip
+
+
 def _abc_bases(bases: Any) -> tuple[int, int]:
     try:
         m, n = (int(v) for v in bases)
@@ -146,36 +158,8 @@ def binary_conv(
             threshold_spread=threshold_spread,
             **common,
         )
-    elif method == "bnn":
-        layer = lq.layers.QuantConv2D(
-            filters,
-            kernel_size,
-            input_quantizer="ste_sign",
-            kernel_quantizer="ste_sign",
-            kernel_constraint="weight_clip",
-            pad_values=1.0,
-            **common,
-        )
-    elif method == "bnn_bireal":
-        layer = lq.layers.QuantConv2D(
-            filters,
-            kernel_size,
-            input_quantizer="approx_sign",
-            kernel_quantizer="magnitude_aware_sign",
-            kernel_constraint="weight_clip",
-            pad_values=1.0,
-            **common,
-        )
-    elif method == "bnn_bop":
-        layer = lq.layers.QuantConv2D(
-            filters,
-            kernel_size,
-            input_quantizer="ste_sign",
-            kernel_quantizer=lq.quantizers.NoOp(precision=1),
-            kernel_initializer=RandomSign(),
-            pad_values=1.0,
-            **common,
-        )
+    elif method in _LARQ_BNN:
+        layer = lq.layers.QuantConv2D(filters, kernel_size, pad_values=1.0, **_LARQ_BNN[method](), **common)
     else:
         layer = _LAYERS.Conv2D(filters, kernel_size, **common)
         if float_activation:
