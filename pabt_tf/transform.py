@@ -20,7 +20,7 @@ from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer
 from pabt_tf.quantizers import get_binary_quantizer
 from pabt_tf.training import PaBTModel
 
-__all__ = ["from_model", "residual_binarization"]
+__all__ = ["from_model", "residual_binarization", "sign_scale"]
 
 # Larq layers with binary operands that have no PaBT counterpart: left alone they would
 # silently stay single-base, so converting a model that has them binary is an error.
@@ -45,6 +45,43 @@ def _is_conv2d(layer) -> bool:
 
 def _is_dense(layer) -> bool:
     return isinstance(layer, tf.keras.layers.Dense)
+
+
+def sign_scale(layer: tf.keras.layers.Layer) -> np.ndarray | None:
+    """Per-output-channel scale `s` if the layer's kernel quantizer is a *scaled* sign.
+
+    Bi-Real Net's `magnitude_aware_sign` and XNOR-Net style quantizers compute
+    `s_o · sign(W)` with `s_o > 0` per output channel (e.g. the mean magnitude); LCE
+    converts them to an `LceBconv2d` with `s` fused into its output multiplier. Decided
+    from what the quantizer computes on the layer's own kernel, so any such quantizer (a
+    Larq one or a plain function) is recognised.
+
+    # Returns
+        `s` of shape `(out,)`, or None when the quantizer is absent, a plain sign (s = 1),
+        or not of this form.
+    """
+    quantizer = getattr(layer, "kernel_quantizer", None)
+    kernel = getattr(layer, "kernel", None)
+    if quantizer is None or kernel is None or isinstance(quantizer, lq.quantizers.NoOp):
+        return None
+    w = np.asarray(tf.keras.backend.get_value(_latent(kernel)), np.float32)
+    try:
+        with tf.init_scope():
+            out = np.asarray(quantizer(tf.constant(w)), np.float32)
+    except Exception:  # not a function of the kernel alone: not a scaled sign
+        return None
+    if out.shape != w.shape:
+        return None
+    scale = np.abs(out).reshape(-1, w.shape[-1]).max(axis=0)
+    sign = np.where(w >= 0, 1.0, -1.0)
+    if not np.all(scale > 0) or not np.allclose(out, sign * scale, rtol=1e-5, atol=0.0):
+        return None
+    return None if np.allclose(scale, 1.0) else scale.astype(np.float32)
+
+
+def _binary_input(layer) -> bool:
+    q = getattr(layer, "input_quantizer", None)
+    return q is not None and getattr(q, "precision", None) == 1
 
 
 def residual_binarization(kernel: np.ndarray, bases: int, seed: int = 0):
@@ -105,17 +142,20 @@ def _abc_scales(layer: PaBTLayer, kernel: np.ndarray) -> np.ndarray:
 
 
 def _initialise(new: PaBTLayer, old: tf.keras.layers.Layer) -> None:
-    """PaBT weights from the original layer's kernel (and bias)."""
+    """PaBT weights from the original layer's kernel (and bias); a scaled-sign kernel's
+    per-channel magnitude goes into the scales α."""
     kernel = np.asarray(tf.keras.backend.get_value(_latent(old.kernel)), np.float32)
+    magnitude = sign_scale(old)
+    magnitude = 1.0 if magnitude is None else magnitude[None, :]
     if new.bases == "abc":
         new.kernel.assign(kernel)
-        new.scale.assign(_abc_scales(new, kernel))
+        new.scale.assign(_abc_scales(new, kernel) * magnitude)
     else:
         B, alpha, residuals = residual_binarization(kernel, new.weight_bases)
         values = residuals if new.latent_weights else B
         for variable, value in zip(new.kernels, values):
             _latent(variable).assign(value)
-        new.scale.assign(alpha)
+        new.scale.assign(alpha * magnitude)
     if new.use_bias:
         new.bias.assign(tf.keras.backend.get_value(old.bias))
 
@@ -165,7 +205,11 @@ def _replacement(
                 kernel_quantizer, "kernel_quantizer"
             )
         except ValueError as err:
-            fail(f"has a kernel quantizer that is not a sign: {err}")
+            if sign_scale(layer) is None:
+                fail(f"has a kernel quantizer that is not a sign: {err}")
+            # A scaled sign (Bi-Real, XNOR-Net): B = sign(W) with a straight-through
+            # gradient; the magnitude becomes α (see `_initialise`).
+            kwargs["kernel_quantizer"] = "ste_sign"
     elif isinstance(kernel_quantizer, lq.quantizers.NoOp) and kernel_quantizer.precision != 1:
         fail("has a NoOp kernel quantizer without precision=1.")
     common = dict(
@@ -209,7 +253,7 @@ def _selected(layer, predicate) -> bool:
         return False
     if predicate is not None:
         return bool(predicate(layer))
-    if not is_binary_layer(layer):
+    if not is_binary_layer(layer) and not (_binary_input(layer) and sign_scale(layer) is not None):
         return False
     if isinstance(layer, _UNSUPPORTED_BINARY) or not (_is_conv2d(layer) or _is_dense(layer)):
         raise ValueError(
