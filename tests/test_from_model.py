@@ -177,16 +177,14 @@ def _wrap(layer, shape=(8, 8, 4)):
             4, 3, name="sep", input_quantizer="ste_sign", depthwise_quantizer="ste_sign",
             pointwise_quantizer="ste_sign")), "'sep'"),
         (lambda: _wrap(lq.layers.QuantConv1D(4, 3, name="c1d", **BINARY), (8, 4)), "'c1d'"),
-        (lambda: _wrap(lq.layers.QuantConv2D(4, 3, name="mag", input_quantizer="ste_sign",
-                                             kernel_quantizer="magnitude_aware_sign")),
-         "'mag'.*sign"),
+        # magnitude_aware_sign is no longer refused: it maps (tests/test_from_model_scaled.py).
         (lambda: _wrap(lq.layers.QuantDense(4, name="heavi", input_quantizer="ste_heaviside",
                                             kernel_quantizer="ste_sign")), "'heavi'.*sign"),
         (lambda: _wrap(tf.keras.layers.Conv2D(4, 3)), "no layers to convert"),
         (lambda: _wrap(_wrap(lq.layers.QuantConv2D(4, 3, name="inner", **BINARY))),
          "'inner'.*nested"),
     ],
-    ids=["groups", "depthwise", "separable", "conv1d", "magnitude", "heaviside", "none",
+    ids=["groups", "depthwise", "separable", "conv1d", "heaviside", "none",
          "nested"],
 )
 def test_unsupported_models_and_layers(make, match):
