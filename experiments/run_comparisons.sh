@@ -3,7 +3,9 @@
 # results/frontier (issue 9), in the order they were run. Run from the repository root
 # with the venv's python (PY=.venv/bin/python). Every command resumes: finished runs are
 # reused, a run stopped mid-training continues from its last finished epoch, so the
-# script can be stopped and started again at any time.
+# script can be stopped and started again at any time. Run it from a checkout of one
+# commit that nobody edits meanwhile (e.g. `git worktree add ../exp HEAD`, with results/
+# linked back): every run imports pabt_tf when it starts.
 #
 # Seeds 3, 4, 5 chose nothing: the PaBT schedule (experiments.train defaults) was
 # selected on validation accuracy of seeds 0-2 (results/schedule_selection.md), and no
