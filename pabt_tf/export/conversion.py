@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from pabt_tf.export.check import check_operators
 from pabt_tf.export.flatbuffer import count_operators, operator_list
+from pabt_tf.export.precision import check_finite_weights, float32_model, float32_scope
 from pabt_tf.export.strip import strip_pabt
 from pabt_tf.export.verification import VerificationResult, verify
 from pabt_tf.layers import pabt_layers
@@ -151,8 +152,11 @@ def convert_with_report(
         TypeError / ValueError: from `strip_pabt`, or LCE's own checks (e.g. a
             non-float32 model).
     """
-    stripped = strip_pabt(model)
-    flatbuffer, lce_warnings = _convert_recording_warnings(stripped, lce_options)
+    check_finite_weights(model)  # a NaN-ruined model: name the cause, not a symptom
+    model = float32_model(model)  # LCE converts float32; mixed-precision weights are float32
+    with float32_scope():  # layers strip creates must not pick up a global mixed policy
+        stripped = strip_pabt(model)
+        flatbuffer, lce_warnings = _convert_recording_warnings(stripped, lce_options)
     ops = operator_list(flatbuffer)  # parsed once: the check and the report share it
     checks, problems, notes = check_operators(stripped, ops)
     report = ConversionReport(
