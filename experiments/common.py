@@ -12,21 +12,9 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf.binary_layers import is_binary_quantizer
+from pabt_tf.graph import all_layers
 from pabt_tf.layers import PaBTLayer
-
-
-def _flat_layers(model: tf.keras.Model) -> list:
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            out.extend(_flat_layers(layer))
-        else:
-            out.append(layer)
-    return out
-
-
-def _is_binary(quantizer) -> bool:
-    return quantizer is not None and getattr(quantizer, "precision", 32) == 1
 
 
 def model_costs(model: tf.keras.Model) -> dict[str, Any]:
@@ -44,7 +32,7 @@ def model_costs(model: tf.keras.Model) -> dict[str, Any]:
         (`bops` = binary MACs, 1-bit × 1-bit operations).
     """
     binary = floating = 0
-    for layer in _flat_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, PaBTLayer):
             binary += layer.binary_macs()
             continue
@@ -61,7 +49,7 @@ def model_costs(model: tf.keras.Model) -> dict[str, Any]:
         if isinstance(layer, tf.keras.layers.DepthwiseConv2D):
             macs = int(np.prod(kernel.shape)) * spatial
         binary_layer = isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDense)) and (
-            _is_binary(layer.input_quantizer) and _is_binary(layer.kernel_quantizer)
+            is_binary_quantizer(layer.input_quantizer) and is_binary_quantizer(layer.kernel_quantizer)
         )
         if binary_layer:
             binary += macs
