@@ -12,6 +12,15 @@ round with the model (the machine may be shared): the *float twin* and the *Larq
 `--keras-model PATH` or, by default, next to the flatbuffer as `<OUT>.keras`
 (`pabt-convert model.keras model.tflite` leaves both side by side).
 
+k-sweep (host):
+
+    pabt-benchmark OUT.tflite --k-sweep 1 2 3 4 [--patterns same_activation spread]
+
+converts that Keras model again with k active binary convolutions in every PaBT layer,
+for each k and mask pattern, with the fused export and the unfused one
+(`pabt_tf.export.k_sweep`), and times each against k = 1 (`converters.sweep`): what a
+multi-bit deployment of the model would cost relative to its BNN.
+
 Board:
 
     pabt-benchmark OUT.tflite --device adb --benchmark-binary ./lce_benchmark_model
@@ -461,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="load --keras-model even if its config carries Python code (Lambda layers), "
         "which loading runs; refused by default, as in pabt-convert",
     )  # fmt: skip
+    parser.add_argument(
+        "--k-sweep", type=int, nargs="+", metavar="K",
+        help="instead of timing the flatbuffer: convert the Keras model it came from with K "
+        "active binary convolutions in every PaBT layer (each K, each --patterns mask, fused "
+        "and unfused export) and time each against K = 1 on this host (indirect BGEMM)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--patterns", nargs="+", default=["same_activation", "same_weight", "spread"],
+        help="mask patterns of --k-sweep (pabt_tf.export.PATTERNS; default: all three)",
+    )
     return parser
 
 
@@ -587,7 +606,14 @@ def run(args) -> int:
     check_count(args.rounds, "--rounds")
     check_count(args.repeats, "--repeats")
     if args.device:
+        if args.k_sweep:
+            raise CliError(
+                "--k-sweep times on this host (LCE's Python interpreter); for a board, "
+                "convert the variants with pabt_tf.export.k_sweep and benchmark each file."
+            )
         check_device_args(args)
+    if args.k_sweep:
+        check_count(args.k_sweep, "--k-sweep")
     import pabt_tf  # noqa: F401
 
     # Checked, then loaded once in a child process with the settings this run uses: a
@@ -596,6 +622,10 @@ def run(args) -> int:
     flatbuffer = read_flatbuffer(
         args.flatbuffer, "flatbuffer", probe_settings=[_KERNEL_SETTINGS[k] for k in kernels]
     )
+    if args.k_sweep:
+        from converters.sweep import run_k_sweep
+
+        return run_k_sweep(args)
     twins = build_twins(args, flatbuffer)
     if args.device:
         return run_device(args, flatbuffer, twins)

@@ -5,26 +5,31 @@ The network: 4 binary 3×3 convolutions with `--channels` channels on a
 channels, 56×56). Built three ways, all with randomised (trained-looking) BatchNorm
 statistics, thresholds, scales and gates:
 
-- **pabt**: `PaBTConv2D(M=N=3)` layers pruned to a BNN (one active binary convolution
-  per layer, a different (m, n) in each), converted with `pabt_tf.convert`;
+- **pabt**: `PaBTConv2D(M=N=3)` layers, converted with `pabt_tf.convert`;
 - **larq**: the same-shaped BNN written by hand in Larq (`QuantConv2D`, `ste_sign` input
   and kernel, `pad_values=1.0`), converted with LCE;
 - **float**: the float TFLite model of the same architecture (`Conv2D`).
 
-It prints and checks (issue #4):
+It prints and checks (issues #4 and #10):
 
-1. pabt vs larq: the same operator list, flatbuffer size within 2 %, host latency ratio
-   ≤ 1.05 (LCE interpreter, 1 thread, indirect-BGEMM kernels);
-2. pabt vs float: ≥ 1.8× faster at 1 thread with indirect BGEMM (float with TFLite's
-   default kernels; XNNPack is shown too, for honesty);
-3. mixed networks (k = 1, 2, 4, 9 active binary convolutions per layer, all M·N = 9):
-   latency grows with k, not with M·N.
+1. the BNN path: pabt pruned to one active binary convolution per layer vs larq: the same
+   operator list, flatbuffer size within 0.1 %, host latency ratio ≤ 1.02 (LCE
+   interpreter, indirect-BGEMM kernels, every thread count);
+2. pabt (BNN) vs float: ≥ 1.8× faster at 1 thread with indirect BGEMM (float with
+   TFLite's default kernels; XNNPack is shown too, for honesty);
+3. the k-sweep (`pabt_tf.export.k_sweep`): every layer with k = 1..9 active binary
+   convolutions in three mask patterns (same activation base, same weight base, spread),
+   with the fused export (`strip_pabt(fused=True)`) and the unfused one (the default): the
+   latency relative to k = 1, fused / unfused, and the flatbuffer sizes. Goals: ≤ 1.0·k×
+   the BNN for every k and pattern, ≤ 0.9·k× where two active convolutions share an
+   activation base.
 
 Latencies are medians of single-sample runs, interleaved in rotating order round after
-round; ratios are medians of per-round ratios (the machine may be shared).
+round (`converters.benchmark.host_latencies`, indirect-BGEMM kernels); ratios are medians
+of per-round ratios (the machine may be shared). The load average is printed with them.
 
     python -m experiments.bench_deploy
-    python -m experiments.bench_deploy --channels=64 --size=32 --rounds=5   # quicker
+    python -m experiments.bench_deploy --channels=64 --size=32 --rounds=7   # quicker
 """
 
 from __future__ import annotations
@@ -44,15 +49,19 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from converters.benchmark import host_latencies, paired_ratio  # noqa: E402
-from pabt_tf.export import convert_with_report, operator_list  # noqa: E402
+from converters.sweep import format_sweep, load_text, time_sweep  # noqa: E402
+from pabt_tf.export import PATTERNS, k_sweep, operator_list  # noqa: E402
 from pabt_tf.layers import PaBTConv2D  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("channels", 128, "channels of the binary convolutions")
 flags.DEFINE_integer("size", 56, "input height and width")
 flags.DEFINE_integer("layers", 4, "binary 3x3 convolutions")
-flags.DEFINE_list("mixed_active", ["1", "2", "4", "9"], "active binary convs per layer (M=N=3)")
-flags.DEFINE_integer("rounds", 7, "interleaved rounds")
+flags.DEFINE_list("ks", [str(k) for k in range(1, 10)], "active binary convs per layer (M=N=3)")
+flags.DEFINE_list("patterns", list(PATTERNS), "mask patterns of the k-sweep")
+flags.DEFINE_list("threads", ["1", "2"], "interpreter threads")
+flags.DEFINE_bool("unfused", True, "also time the unfused export (the default, fused=False)")
+flags.DEFINE_integer("rounds", 15, "interleaved rounds per timing group")
 flags.DEFINE_integer("repeats", 3, "timed single-sample runs per model and round")
 flags.DEFINE_integer("default_kernel_rounds", 2, "rounds for LCE's slow default kernels (0 skips)")
 flags.DEFINE_integer("seed", 0, "random seed")
@@ -85,14 +94,6 @@ def build_pabt(channels, size, layers, rng):
         layer.scale.assign(rng.uniform(0.5, 1.5, layer.scale.shape).astype(np.float32))
         layer.gate.assign(rng.uniform(0.5, 1.5, layer.gate.shape).astype(np.float32))
     return model
-
-
-def prune_to(model, k, rng):
-    """Keep `k` active binary convolutions per layer, a random set per layer."""
-    for layer in pabt.pabt_layers(model):
-        mask = np.zeros(layer.weight_bases * layer.activation_bases, bool)
-        mask[rng.choice(mask.size, k, replace=False)] = True
-        layer.set_binary_conv_mask(mask.reshape(layer.weight_bases, layer.activation_bases))
 
 
 def build_larq(channels, size, layers, rng):
@@ -133,86 +134,99 @@ def main(argv):
     rng = np.random.default_rng(FLAGS.seed)
     tf.keras.utils.set_random_seed(FLAGS.seed)
     c, s, n = FLAGS.channels, FLAGS.size, FLAGS.layers
+    threads = tuple(int(t) for t in FLAGS.threads)
     print(f"Network: BatchNorm + {n} x [binary 3x3 conv, {c} channels, 'same' + BatchNorm], "
           f"input {s}x{s}x{c}; host {platform.machine()}, LCE Python interpreter, 1 sample")
 
     pabt_model = build_pabt(c, s, n, rng)
-    ks = [int(k) for k in FLAGS.mixed_active]
-    flatbuffers, reports = {}, {}
-    for k in sorted(set(ks) | {1}):
-        prune_to(pabt_model, k, rng)
-        report = convert_with_report(pabt_model)  # strict: every binary conv is an LceBconv2d
-        label = "pabt" if k == 1 else f"mixed_k{k}"
-        flatbuffers[label], reports[label] = report.flatbuffer, report
-    flatbuffers["larq"] = lce.convert_keras_model(build_larq(c, s, n, rng))
-    flatbuffers["float"] = lce.convert_keras_model(build_float(c, s, n, rng))
+    ks = sorted({int(k) for k in FLAGS.ks} | {1})
+    fused_variants = (True, False) if FLAGS.unfused else (True,)
+    points = k_sweep(pabt_model, ks, FLAGS.patterns, fused=fused_variants)  # strict checks
+    # pabt.convert's default export of the BNN (fused or not: the same graph at k = 1).
+    bnn = next(p for p in sorted(points, key=lambda p: p.fused) if p.k == 1)
+    flatbuffers = {
+        "pabt": bnn.flatbuffer,
+        "larq": lce.convert_keras_model(build_larq(c, s, n, rng)),
+        "float": lce.convert_keras_model(build_float(c, s, n, rng)),
+    }
     flatbuffers["float_xnnpack"] = flatbuffers["float"]
 
-    # -- parity -----------------------------------------------------------------------
-    seq_pabt, seq_larq = op_sequence(flatbuffers["pabt"]), op_sequence(flatbuffers["larq"])
-    size_pabt, size_larq = len(flatbuffers["pabt"]), len(flatbuffers["larq"])
+    # -- parity of the BNN path ---------------------------------------------------------
+    seq_pabt, seq_larq = op_sequence(bnn.flatbuffer), op_sequence(flatbuffers["larq"])
+    size_pabt, size_larq = bnn.size, len(flatbuffers["larq"])
     size_diff = abs(size_pabt - size_larq) / size_larq
     print("\nOperators (execution order):")
     for label in ("pabt", "larq", "float"):
         print(f"  {label:<6} {' '.join(op_sequence(flatbuffers[label]))}")
     print(f"Flatbuffer sizes: pabt {size_pabt} B, larq {size_larq} B "
-          f"(diff {100 * size_diff:.2f} %), float {len(flatbuffers['float'])} B")
+          f"(diff {100 * size_diff:.3f} %), float {len(flatbuffers['float'])} B")
 
-    # -- latency ----------------------------------------------------------------------
-    # One interleaved group: every model with LCE's indirect-BGEMM kernels (the float
-    # models have no bconv, the setting does not touch them), the float model also with
-    # XNNPack.
+    # -- latency ------------------------------------------------------------------------
+    # The BNN, the Larq BNN and the float model with LCE's indirect-BGEMM kernels (float
+    # models have no bconv: the setting does not touch them), the float model also with
+    # XNNPack: one interleaved group per thread count, 3x the rounds (cheap models).
+    print(f"\nTiming: {FLAGS.rounds} rounds x {FLAGS.repeats} runs per group; "
+          f"before: {load_text()}", flush=True)  # fmt: skip
     fast = host_latencies(
-        flatbuffers, (1,), ("indirect_bgemm",), FLAGS.rounds, FLAGS.repeats, seed=FLAGS.seed,
-        kernel_overrides={"float_xnnpack": "xnnpack"},
+        flatbuffers, threads, ("indirect_bgemm",), 3 * FLAGS.rounds, FLAGS.repeats,
+        seed=FLAGS.seed, kernel_overrides={"float_xnnpack": "xnnpack"},
     )  # fmt: skip
-    by = {r.label: r for r in fast}
+    by = {(r.label, r.threads): r for r in fast}
     slow = []
     if FLAGS.default_kernel_rounds:  # LCE's default x86 bconv kernels, for reference
         slow = host_latencies(
             {k: flatbuffers[k] for k in ("pabt", "larq", "float")}, (1,), ("default",),
             FLAGS.default_kernel_rounds, 2, seed=FLAGS.seed,
         )  # fmt: skip
-    print("\nHost latency, 1 thread (median ms of interleaved single-sample runs):")
-    print(f"  {'model':<14} {'kernels':<15} {'median':>8} {'min':>8} {'LceBconv2d':>11}")
+    print(f"BNN parity timed; {load_text()}", flush=True)
+    rows = time_sweep(points, threads, FLAGS.rounds, FLAGS.repeats, FLAGS.seed,
+                      progress=lambda line: print(line, flush=True))  # fmt: skip
+    load_after = load_text()
+    print(f"after: {load_after}")
+    print("\nHost latency (median ms of interleaved single-sample runs):")
+    print(f"  {'model':<14} {'kernels':<15} {'threads':>7} {'median':>8} {'min':>8}")
     for r in fast + slow:
-        bconvs = sum(op.is_binary_conv for op in operator_list(flatbuffers[r.label]))
-        print(f"  {r.label:<14} {r.kernels:<15} {r.median_ms:>8.2f} {r.min_ms:>8.2f} {bconvs:>11}")
+        label = "pabt (BNN)" if r.label == "pabt" else r.label
+        print(f"  {label:<14} {r.kernels:<15} {r.threads:>7} {r.median_ms:>8.2f} {r.min_ms:>8.2f}")
 
-    ratio_larq = paired_ratio(by["pabt"], by["larq"])
-    speedup_float = paired_ratio(by["float"], by["pabt"])
-    speedup_xnn = paired_ratio(by["float_xnnpack"], by["pabt"])
-    mixed = [(k, by["pabt" if k == 1 else f"mixed_k{k}"]) for k in sorted(set(ks) | {1})]
-    print("\nMixed networks (M = N = 3, k active binary convs per layer), indirect BGEMM:")
-    print(f"  {'k':>3} {'LceBconv2d':>11} {'median ms':>10} {'vs k=1':>8} {'vs larq BNN':>12}")
-    for k, r in mixed:
-        print(f"  {k:>3} {reports['pabt' if k == 1 else f'mixed_k{k}'].found_bconvs:>11} "
-              f"{r.median_ms:>10.2f} {paired_ratio(r, by['pabt']):>7.2f}x "
-              f"{paired_ratio(r, by['larq']):>11.2f}x")
-    grows = all(paired_ratio(b, a) > 1.0 for (_, a), (_, b) in zip(mixed, mixed[1:]))
+    ratio_larq = {t: paired_ratio(by[("pabt", t)], by[("larq", t)]) for t in threads}
+    speedup_float = paired_ratio(by[("float", threads[0])], by[("pabt", threads[0])])
+    speedup_xnn = paired_ratio(by[("float_xnnpack", threads[0])], by[("pabt", threads[0])])
+    print("\nk-sweep (M = N = 3, the same mask in every layer), latency relative to the k = 1 "
+          "network (median of per-round ratios, each (k, mask) timed in its own interleaved "
+          "group with k = 1), indirect BGEMM; fused = strip_pabt(fused=True), unfused = "
+          "the default export; goal 0.9k where convs share an activation base:")
+    print(format_sweep(rows))
 
     checks = {
-        "same operator list as the hand-built Larq BNN": seq_pabt == seq_larq,
-        "flatbuffer size within 2 % of the Larq BNN": size_diff <= 0.02,
-        "latency / Larq BNN <= 1.05 (indirect BGEMM, 1 thread)": ratio_larq <= 1.05,
-        "float TFLite / pabt >= 1.8 (indirect BGEMM, 1 thread)": speedup_float >= 1.8,
-        "mixed latency grows with active binary convs": grows,
-    }
+        "BNN path: same operator list as the hand-built Larq BNN": seq_pabt == seq_larq,
+        "BNN path: flatbuffer size within 0.1 % of the Larq BNN": size_diff <= 0.001,
+        **{f"BNN path: latency / Larq BNN <= 1.02 ({t} thread(s))": ratio_larq[t] <= 1.02
+           for t in threads},
+        f"float TFLite / pabt >= 1.8 (indirect BGEMM, {threads[0]} thread(s))":
+            speedup_float >= 1.8,
+        **{f"k-sweep: fused k convs <= {'0.9' if share else '1.0'}·k x the BNN, {t} thread(s)":
+           all(r["goal_met"] for r in rows if r["threads"] == t and r["shares_base"] == share)
+           for t in threads for share in (False, True)},
+    }  # fmt: skip
     print("\nChecks:")
-    print(f"  pabt / larq latency {ratio_larq:.3f}; float / pabt {speedup_float:.2f}x "
-          f"(float with XNNPack / pabt {speedup_xnn:.2f}x)")
+    print("  pabt / larq latency " + ", ".join(f"{ratio_larq[t]:.3f} ({t} thr)" for t in threads)
+          + f"; float / pabt {speedup_float:.2f}x (float with XNNPack / pabt {speedup_xnn:.2f}x)")
     for name, ok in checks.items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {name}")
     if FLAGS.out:
         record = {
             "config": {"channels": c, "size": s, "layers": n, "rounds": FLAGS.rounds,
-                       "repeats": FLAGS.repeats, "machine": platform.machine()},
+                       "repeats": FLAGS.repeats, "threads": list(threads),
+                       "machine": platform.machine(), "load_after": load_after},
             "latency_ms": [dict(label=r.label, kernels=r.kernels, threads=r.threads,
                                 median=r.median_ms, min=r.min_ms, runs=r.runs)
                            for r in fast + slow],
-            "sizes": {k: len(v) for k, v in flatbuffers.items()},
+            "sizes": {**{k: len(v) for k, v in flatbuffers.items()},
+                      **{p.label: p.size for p in points}},
             "ratios": {"pabt_over_larq": ratio_larq, "float_over_pabt": speedup_float,
                        "float_xnnpack_over_pabt": speedup_xnn},
+            "sweep": rows,
             "checks": checks,
         }  # fmt: skip
         with open(FLAGS.out, "w") as f:

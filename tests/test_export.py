@@ -15,6 +15,7 @@ from pabt_tf.export import (
     convert_with_report,
     operator_counts,
     operator_list,
+    parse_bconv_name,
     strip_pabt,
     verify,
 )
@@ -92,12 +93,19 @@ def _sign_inputs(model, stripped, x):
     is the closest binarized value where they do not?
 
     PaBT folds a layer's kernels into one convolution; the stripped model sums one
-    convolution per branch. Both round differently (~1e-6 relative), so a value that lies
-    within rounding of a threshold θ_n can binarize differently: a tie, not a different
-    function.
+    convolution (or fused group) per branch. Both round differently (~1e-6 relative), so a
+    value that lies within rounding of a threshold θ_n can binarize differently: a tie, not
+    a different function.
     """
     layers = pabt.pabt_layers(model)
     pabt_in = tf.keras.Model(model.inputs, [layer.input for layer in layers]).predict(x, verbose=0)
+    # A binary convolution of each (PaBT layer, activation base): one per active (m, n),
+    # or fused ones (`strip_pabt(fused=True)`); all of a base binarize the same tensor.
+    bconv_of = {}
+    for layer in stripped.layers:
+        parsed = parse_bconv_name(layer.name)
+        if parsed:
+            bconv_of.setdefault((parsed[0], parsed[2]), layer)
     sign_inputs, shift_refs = [], []
     for i, layer in enumerate(layers):
         thresholds = layer.input_quantizer.thresholds.numpy()
@@ -105,7 +113,7 @@ def _sign_inputs(model, stripped, x):
             if any(ref == (i, int(n)) for ref, _ in shift_refs):
                 continue
             # What the bconv binarizes: a shift's output, or a BatchNorm's with θ folded in.
-            sign_inputs.append(stripped.get_layer(f"{layer.name}/m{m}n{n}_bconv").input)
+            sign_inputs.append(bconv_of[(layer.name, int(n))].input)
             shift_refs.append(((i, int(n)), thresholds[n]))
     shift_refs = [(i, theta) for (i, _), theta in shift_refs]
     shifted = tf.keras.Model(stripped.inputs, sign_inputs).predict(x, verbose=0)

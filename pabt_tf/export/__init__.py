@@ -4,24 +4,28 @@ DESIGN.md §1.4. One job per module, each usable on its own:
 
 - `strip`: `strip_pabt(model)`, the plain Keras/Larq model computing the same function
   (every PaBT layer becomes its active binary convolutions, in the pattern LCE turns into
-  `LceBconv2d`), and the constant layers it is made of.
+  `LceBconv2d`; `fused=True` fuses the weight bases of each activation base).
+- `stripped_layers`: the layers a stripped model is made of.
 - `flatbuffer`: `operator_list` / `operator_counts`, a flatbuffer's operators.
-- `check`: `check_binary_convs`, did every binary convolution become an `LceBconv2d`?
+- `check`: `check_binary_convs`, did every binary convolution become (part of) an
+  `LceBconv2d`?
 - `verification`: `verify`, LCE's Python interpreter against Keras.
 - `conversion`: `convert` / `convert_with_report`, all of the above in one call.
+- `sweep`: `k_sweep`, the model converted with k active binary convolutions per layer
+  (mask patterns, fused and unfused), for deployment benchmarks.
 
 The graph rewriter `strip_pabt` is built on lives in `pabt_tf.graph` (`rewrite_model`,
 `NodeContext`, re-exported here for code that imported them from this package).
 """
 
-from pabt_tf.export.strip import (
+from pabt_tf.export.stripped_layers import (
     ChannelBias,
+    ChannelGroupSum,
     ChannelScale,
     DilatedQuantConv2D,
     ThresholdShift,
-    bconv_owner,
-    strip_pabt,
 )
+from pabt_tf.export.strip import bconv_count, bconv_name, bconv_owner, parse_bconv_name, strip_pabt
 from pabt_tf.export.flatbuffer import OperatorInfo, count_operators, operator_counts, operator_list
 from pabt_tf.export.check import BinaryConvCheck, check_binary_convs, check_operators
 from pabt_tf.export.verification import VerificationResult, default_indirect_bgemm, verify
@@ -31,7 +35,16 @@ from pabt_tf.export.conversion import (
     convert,
     convert_with_report,
 )
-from pabt_tf.export import check, conversion, flatbuffer, strip, verification
+from pabt_tf.export.sweep import PATTERNS, SweepPoint, k_sweep, pattern_mask, shares_activation_base
+from pabt_tf.export import (
+    check,
+    conversion,
+    flatbuffer,
+    strip,
+    stripped_layers,
+    sweep,
+    verification,
+)
 from pabt_tf.graph import NodeContext, rewrite_model
 
 __all__ = [
@@ -40,6 +53,7 @@ __all__ = [
     *check.__all__,
     *verification.__all__,
     *conversion.__all__,
+    *sweep.__all__,
     "rewrite_model",
     "NodeContext",
 ]

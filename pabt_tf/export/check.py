@@ -1,9 +1,13 @@
-"""Check a conversion: did every binary convolution of the stripped model become an
-`LceBconv2d`?
+"""Check a conversion: did every binary convolution of the stripped model become (part
+of) an `LceBconv2d`?
 
 LCE silently leaves a binary convolution as a float `CONV_2D` when its pattern is broken
 (see `_FLOAT_REASON`); this module matches the stripped model's binary `QuantConv2D`
-layers to the flatbuffer's operators and names the layers that came out float.
+layers to the flatbuffer's operators and names the layers that came out float. Counts are
+in *binary convolutions* (the `(m, n)` pairs of a PaBT layer), whatever the grouping: a
+fused `QuantConv2D` of `k · C_out` filters (`strip_pabt(fused=True)`, named
+`"<layer>/m0_2n1_bconv"`, see `bconv_count`) is `k` of them, found only if its single
+`LceBconv2d` of `k · C_out` output channels is.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import tensorflow as tf
 
 from pabt_tf.binary_layers import is_binary_quant_conv2d, is_binary_quant_dense
 from pabt_tf.export.flatbuffer import OperatorInfo, operator_list
-from pabt_tf.export.strip import bconv_owner
+from pabt_tf.export.strip import bconv_count, bconv_owner
 from pabt_tf.graph import all_layers
 
 __all__ = ["BinaryConvCheck", "check_binary_convs", "check_operators"]
@@ -28,10 +32,14 @@ class BinaryConvCheck:
 
     # Attributes
         layer: the PaBT layer's name (or the Larq layer's).
-        expected: its binary convolutions in the stripped model.
-        found: `LceBconv2d` ops matched to it in the flatbuffer.
+        expected: its binary convolutions in the stripped model (a fused `QuantConv2D`
+            of `k · C_out` filters counts `k`).
+        found: how many of them the `LceBconv2d` ops matched to it compute.
         float_ops: float ops of the same shape that took the missing binary ones' place.
-        signature: `(out_channels, kh, kw, in_channels, strides, dilations)`.
+        signature: `(out_channels, kh, kw, in_channels, strides, dilations)` of its first
+            binary `QuantConv2D`.
+        expected_ops: its binary `QuantConv2D` layers (one `LceBconv2d` each).
+        found_ops: `LceBconv2d` ops matched to it.
     """
 
     layer: str
@@ -39,6 +47,8 @@ class BinaryConvCheck:
     found: int = 0
     float_ops: list = dataclasses.field(default_factory=list)
     signature: tuple = ()
+    expected_ops: int = 0
+    found_ops: int = 0
 
     @property
     def ok(self) -> bool:
@@ -74,11 +84,13 @@ def check_operators(
 ) -> tuple[list[BinaryConvCheck], list[str], list[str]]:
     """Match the binary `QuantConv2D` layers of a (stripped) model to parsed operators.
 
-    Every binary convolution is identified by its signature
+    Every binary `QuantConv2D` is identified by its signature
     `(out_channels, kh, kw, in_channels, strides, dilations)`; within a signature the
     `LceBconv2d` ops are shared out over the layers in model order, so a shortfall is
-    attributed to the last layers of that shape. Float `CONV_2D`/`FULLY_CONNECTED` ops of
-    a short signature are reported as the binary convolutions' float replacements.
+    attributed to the last layers of that shape. A layer found accounts for the binary
+    convolutions it computes (`bconv_count`: `k` for a fused one of `k · C_out` filters,
+    whose signature carries those `k · C_out` channels). Float `CONV_2D`/`FULLY_CONNECTED`
+    ops of a short signature are reported as the binary convolutions' float replacements.
 
     # Arguments
         stripped: the model that was converted (no PaBT layers; see `strip_pabt`).
@@ -89,7 +101,7 @@ def check_operators(
         (empty when every binary convolution became an `LceBconv2d`), informative notes.
     """
     checks: dict[str, BinaryConvCheck] = {}
-    per_signature: dict[tuple, list[str]] = {}
+    per_signature: dict[tuple, list[tuple[str, int]]] = {}  # [(owner, convs)] per layer
     notes: list[str] = []
     for layer in all_layers(stripped):
         if is_binary_quant_dense(layer):
@@ -103,8 +115,10 @@ def check_operators(
         kh, kw, c, o = (int(d) for d in layer.kernel.shape)
         sig = (o, kh, kw, c, tuple(int(s) for s in layer.strides), tuple(int(d) for d in layer.dilation_rate))
         check = checks.setdefault(owner, BinaryConvCheck(owner, 0, signature=sig))
-        check.expected += 1
-        per_signature.setdefault(sig, []).append(owner)
+        convs = bconv_count(layer.name)
+        check.expected += convs
+        check.expected_ops += 1
+        per_signature.setdefault(sig, []).append((owner, convs))
 
     bconv_by_sig = Counter(op.conv_signature for op in ops if op.is_binary_conv)
     # Float stand-ins are matched on (out, kh, kw, in) only: a dilated conv that LCE
@@ -115,18 +129,22 @@ def check_operators(
             float_by_shape.setdefault(op.conv_signature[:4], []).append(op)
 
     problems: list[str] = []
-    for sig, owners in per_signature.items():
+    for sig, entries in per_signature.items():
         available = bconv_by_sig.pop(sig, 0)
-        for owner in owners:  # one entry per binary conv, in model order
+        for owner, convs in entries:  # one entry per binary QuantConv2D, in model order
+            check = checks[owner]
             if available > 0:
-                checks[owner].found += 1
+                check.found += convs
+                check.found_ops += 1
                 available -= 1
+                continue
+            # Missing: the float ops of this shape are its candidate stand-ins (an owner
+            # with fused convolutions of several widths may be short in several shapes).
+            for op in float_by_shape.get(sig[:4], []):
+                if f"{op.name}#{op.index}" not in check.float_ops:
+                    check.float_ops.append(f"{op.name}#{op.index}")
         if available:
             problems.append(f"{available} extra LceBconv2d op(s) of shape {sig} match no binary layer.")
-        floats = float_by_shape.get(sig[:4], [])
-        for owner in dict.fromkeys(owners):
-            if not checks[owner].ok:
-                checks[owner].float_ops = [f"{op.name}#{op.index}" for op in floats]
     for sig, count in bconv_by_sig.items():
         problems.append(f"{count} LceBconv2d op(s) of shape {sig} match no binary layer of the model.")
     for check in checks.values():

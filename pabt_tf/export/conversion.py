@@ -62,13 +62,16 @@ class ConversionReport:
         keras_weight_bytes: bytes of the input model's weights (`get_weights`).
         stripped_weight_bytes: bytes of the stripped model's weights.
         binary_convs: one `BinaryConvCheck` per PaBT (or Larq binary) layer.
-        expected_bconvs, found_bconvs: totals.
+        expected_bconvs, found_bconvs: totals, in active binary convolutions (a fused
+            `LceBconv2d` of `k · C_out` filters accounts for `k`).
         problems: why the flatbuffer fails the binary-op check (empty if it passes).
         notes: informative remarks (e.g. Larq QuantDense layers that stay float) and
             the warnings LCE's converter raised (`"LCE: ..."`).
         verification: a `VerificationResult`, if inputs were given.
         mean_binary_convs: MAC-weighted mean active binary convs per PaBT layer (None
             without PaBT layers).
+        bconv_ops: `LceBconv2d` operators in the flatbuffer.
+        fused: whether `strip_pabt` fused the weight bases of each activation base.
     """
 
     flatbuffer: bytes = dataclasses.field(repr=False)
@@ -84,6 +87,8 @@ class ConversionReport:
     notes: list
     verification: VerificationResult | None = None
     mean_binary_convs: float | None = None
+    bconv_ops: int = 0
+    fused: bool = False
 
     @property
     def binary_ok(self) -> bool:
@@ -99,12 +104,22 @@ class ConversionReport:
         width = max([len(k) for k in self.op_counts] + [8])
         for name, count in self.op_counts.items():
             lines.append(f"  {name:<{width}}  {count:>4}")
-        lines.append("Binary convolutions (expected -> LceBconv2d found):")
+        lines.append(
+            "Binary convolutions (expected -> found in LceBconv2d ops"
+            + (", fused per activation base):" if self.fused else "):")
+        )
         for check in self.binary_convs:
             mark = "ok" if check.ok else "MISSING"
             extra = f"  float: {', '.join(check.float_ops)}" if check.float_ops else ""
-            lines.append(f"  {check.layer:<30} {check.expected:>3} -> {check.found:<3} {mark}{extra}")
-        lines.append(f"  total {self.expected_bconvs} -> {self.found_bconvs}")
+            if check.found_ops != check.found:  # fused: several convs per op
+                extra = f" in {check.found_ops} op(s){extra}"
+            lines.append(
+                f"  {check.layer:<30} {check.expected:>3} -> {check.found:<3} {mark}{extra}"
+            )
+        total = f"  total {self.expected_bconvs} -> {self.found_bconvs}"
+        if self.bconv_ops != self.found_bconvs:
+            total += f" in {self.bconv_ops} LceBconv2d op(s)"
+        lines.append(total)
         if self.mean_binary_convs is not None:
             lines.append(f"Mean active binary convolutions per PaBT layer: {self.mean_binary_convs:.3f}")
         lines.append(
@@ -130,6 +145,7 @@ def convert_with_report(
     strict: bool = True,
     atol: float = 1e-3,
     min_top1: float = 0.99,
+    fused: bool = False,
     **lce_options,
 ) -> ConversionReport:
     """`strip_pabt` + `larq_compute_engine.convert_keras_model` + checks.
@@ -140,6 +156,8 @@ def convert_with_report(
         strict: raise `ConversionError` when a binary convolution did not become an
             `LceBconv2d` or verification fails; `False` only warns.
         atol, min_top1: verification thresholds.
+        fused: `strip_pabt`'s `fused` (`True`: the weight bases of each activation base
+            fused; `False`, the default: one convolution per active binary convolution).
         **lce_options: passed to `convert_keras_model` (`target="arm"|"xcore"`,
             `inference_input_type`, ...).
 
@@ -155,7 +173,7 @@ def convert_with_report(
     check_finite_weights(model)  # a NaN-ruined model: name the cause, not a symptom
     model = float32_model(model)  # LCE converts float32; mixed-precision weights are float32
     with float32_scope():  # layers strip creates must not pick up a global mixed policy
-        stripped = strip_pabt(model)
+        stripped = strip_pabt(model, fused=fused)
         flatbuffer, lce_warnings = _convert_recording_warnings(stripped, lce_options)
     ops = operator_list(flatbuffer)  # parsed once: the check and the report share it
     checks, problems, notes = check_operators(stripped, ops)
@@ -168,10 +186,12 @@ def convert_with_report(
         stripped_weight_bytes=_weight_bytes(stripped),
         binary_convs=checks,
         expected_bconvs=sum(c.expected for c in checks),
-        found_bconvs=sum(1 for op in ops if op.is_binary_conv),
+        found_bconvs=sum(c.found for c in checks),
         problems=problems,
         notes=notes + lce_warnings,
         mean_binary_convs=mean_binary_convs(model) if pabt_layers(model) else None,
+        bconv_ops=sum(1 for op in ops if op.is_binary_conv),
+        fused=fused,
     )
     if inputs is not None:
         report.verification = verify(model, flatbuffer, inputs, atol=atol, min_top1=min_top1)
@@ -186,14 +206,18 @@ def convert_with_report(
     return report
 
 
-def convert(model: tf.keras.Model, *, strict: bool = True, **lce_options) -> bytes:
+def convert(
+    model: tf.keras.Model, *, strict: bool = True, fused: bool = False, **lce_options
+) -> bytes:
     """`strip_pabt` then LCE's `convert_keras_model`, checked: every binary convolution
-    must come out as an `LceBconv2d` (one per active binary convolution).
+    must come out as (part of) an `LceBconv2d` (one per active binary convolution, or
+    with `fused=True` fused per activation base).
 
     # Arguments
         model: a Keras model with PaBT layers (Functional or Sequential).
         strict: raise on a binary convolution that came out float (default); `False`
             warns with the report instead.
+        fused: `strip_pabt`'s `fused`.
         **lce_options: passed to `larq_compute_engine.convert_keras_model`.
 
     # Returns
@@ -203,4 +227,4 @@ def convert(model: tf.keras.Model, *, strict: bool = True, **lce_options) -> byt
     # Raises
         ConversionError: a binary convolution did not become an `LceBconv2d` (strict).
     """
-    return convert_with_report(model, strict=strict, **lce_options).flatbuffer
+    return convert_with_report(model, strict=strict, fused=fused, **lce_options).flatbuffer
