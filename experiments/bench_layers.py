@@ -62,10 +62,12 @@ flags.DEFINE_boolean("latent_weights", True,
 flags.DEFINE_boolean("memory", True, "Measure peak memory (one subprocess per config).")
 flags.DEFINE_boolean("time", True, "Measure step times (interleaved, in this process).")
 flags.DEFINE_integer("threads", 0, "intra-op threads (0 = TensorFlow's default).")
+flags.DEFINE_enum("step", "fit", ["fit", "custom"], "`fit`'s training step (PaBTModel's, "
+                  "importance update included) or a bare GradientTape step.")
 flags.DEFINE_string("json", None, "Also write the results as JSON to this path.")
 flags.DEFINE_string("_memory_config", None, "Internal: measure one config in this process.")
 
-CONFIGS = ("bnn", "pabt", "pabt_pruned")
+CONFIGS = ("bnn", "pabt", "pabt_pruned", "pabt_static")
 
 
 def build_model(kind: str, size: int, channels: int, layers: int, bases: int,
@@ -83,15 +85,20 @@ def build_model(kind: str, size: int, channels: int, layers: int, bases: int,
                 kernel_constraint="weight_clip",
             )
         else:
+            # "pabt_static": one weight and one activation base, i.e. the pruned
+            # layer's work without its run-time choice of the active base
+            # (`tf.switch_case`, whose gradient materialises zeros for the untaken
+            # branches' intermediates).
+            m = 1 if kind == "pabt_static" else bases
             conv = pabt.PaBTConv2D(
-                channels, 3, padding="same", weight_bases=bases, activation_bases=bases,
+                channels, 3, padding="same", weight_bases=m, activation_bases=m,
                 latent_weights=latent_weights,
             )
         x = conv(x)
         x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     outputs = tf.keras.layers.Dense(10)(x)
-    model = tf.keras.Model(inputs, outputs, name=kind)
+    model = (tf.keras.Model if kind == "bnn" else pabt.PaBTModel)(inputs, outputs, name=kind)
     if kind == "pabt_pruned":
         for i, layer in enumerate(pabt.pabt_layers(model)):
             mask = np.zeros((bases, bases), bool)
@@ -101,9 +108,25 @@ def build_model(kind: str, size: int, channels: int, layers: int, bases: int,
 
 
 def make_step(model: tf.keras.Model):
-    """A compiled training step (forward, loss, backward, Adam update)."""
+    """A compiled training step (forward, loss, backward, Adam update).
+
+    `--step=fit`: `fit`'s own step (`model.make_train_function()`: for PaBT,
+    `PaBTModel.train_step` with its importance update and non-finite check);
+    `--step=custom`: a bare `tf.function` step of the layers alone."""
     optimizer = tf.keras.optimizers.legacy.Adam(1e-3)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if FLAGS.step == "fit":
+        model.compile(optimizer, loss_fn)
+        train_function = model.make_train_function()
+        iterators = {}  # one dataset iterator per batch, made once (no retracing)
+
+        def fit_step(x, y):
+            key = (id(x), id(y))
+            if key not in iterators:
+                iterators[key] = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+            return train_function(iterators[key])["loss"]
+
+        return fit_step
 
     @tf.function
     def step(x, y):
@@ -179,7 +202,7 @@ def measure_memory(kind: str, size: int) -> dict[str, int]:
             f"--batch={FLAGS.batch}", f"--channels={FLAGS.channels}",
             f"--layers={FLAGS.layers}", f"--bases={FLAGS.bases}",
             f"--latent_weights={FLAGS.latent_weights}", f"--warmup={FLAGS.warmup}",
-            f"--threads={FLAGS.threads}"]
+            f"--threads={FLAGS.threads}", f"--step={FLAGS.step}"]
     out = subprocess.run(args, check=True, capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -196,6 +219,10 @@ def report_times(size: int) -> dict:
         # so load that drifts over the run cancels.
         "time_ratio": float(np.median(t["pabt"] / t["bnn"])),
         "pruned_time_ratio": float(np.median(t["pabt_pruned"] / t["bnn"])),
+        "static_ms": 1e3 * med["pabt_static"],
+        "static_time_ratio": float(np.median(t["pabt_static"] / t["bnn"])),
+        # What the run-time choice of the active base costs in the pruned state.
+        "pruned_over_static": float(np.median(t["pabt_pruned"] / t["pabt_static"])),
         "time_ratio_of_medians": med["pabt"] / med["bnn"],
         "pruned_time_ratio_of_medians": med["pabt_pruned"] / med["bnn"],
         # Least-disturbed steps: a second view when other processes load the machine.
@@ -210,6 +237,9 @@ def report_times(size: int) -> dict:
           f"{row['pruned_time_ratio_of_medians']:.2f}x; of minima "
           f"{row['time_ratio_of_minima']:.2f}x, {row['pruned_time_ratio_of_minima']:.2f}x]",
           flush=True)
+    print(f"{size}x{size}: M=N=1 PaBT layers (no run-time base choice) {row['static_time_ratio']:.2f}x"
+          f" BNN; pruned M=N={FLAGS.bases} / M=N=1: {row['pruned_over_static']:.3f}x "
+          f"(the cost of tf.switch_case in the pruned state)", flush=True)
     return row
 
 

@@ -25,6 +25,63 @@ from experiments.common import read_json, write_json
 
 PROGRESS = "progress.json"
 BACKUP = "backup"
+LOCK = "run.lock"
+
+
+class RunLock:
+    """Exclusive use of a run directory by one process (`run.lock` holds its pid).
+
+    Two processes training into one run directory (two `compare` invocations on the same
+    output) would overwrite each other's checkpoints and progress; the second one fails
+    instead. A lock left by a process that no longer exists (killed) is taken over.
+
+    # Raises
+        RuntimeError: on `__enter__`, if a live process holds the lock.
+    """
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, LOCK)
+
+    def __enter__(self) -> "RunLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder != os.getpid() and _alive(holder):
+                    raise RuntimeError(
+                        f"{os.path.dirname(self.path)} is in use by process {holder} "
+                        f"(its {LOCK}); wait for it, or delete the lock if that process "
+                        "is not training there."
+                    ) from None
+                os.remove(self.path)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise RuntimeError(f"could not take {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        if self._holder() == os.getpid():
+            os.remove(self.path)
+
+    def _holder(self) -> int | None:
+        try:
+            with open(self.path) as f:
+                return int(f.read().strip() or -1)
+        except (OSError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return pid > 0
 
 
 class RunProgress(tf.keras.callbacks.Callback):

@@ -39,7 +39,7 @@ from absl import app, flags
 
 from experiments.common import model_costs, write_json
 from experiments.plots import plot_run
-from experiments.run_state import RunProgress, backup_callback, finish
+from experiments.run_state import RunLock, RunProgress, backup_callback, finish
 from pabt_tf import models as zoo
 from pabt_tf.data import CITYSCAPES_IGNORE_LABEL as IGNORE, DATASETS, load_datasets
 from pabt_tf.layers import pabt_layers
@@ -364,6 +364,70 @@ def _convert(model, method: str, inputs: np.ndarray) -> dict[str, Any]:
     return info
 
 
+def convert_run(model, config: dict[str, Any], test: tf.data.Dataset, out: str) -> dict[str, Any]:
+    """Convert and verify a trained run's model; write `out/model.tflite`.
+
+    # Returns
+        The results' conversion entries (operator counts, verification, flatbuffer size
+        and accuracy), or `{"convert_error": ...}`: a failed conversion is reported in
+        the run's results, it does not lose the trained run.
+    """
+    try:
+        inputs, labels = _verification_data(test, config["verify_samples"])
+        info = _convert(model, config["method"], inputs)
+        if config["dataset"] != "cityscapes":  # classification only
+            info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels)
+            info["keras_accuracy_on_verify_samples"] = accuracy(
+                model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(64))
+        info["verify_samples"] = len(inputs)
+        path = os.path.join(out, "model.tflite")
+        with open(path, "wb") as f:
+            f.write(info.pop("flatbuffer"))
+        info["tflite"] = path
+        info["flatbuffer_bytes"] = os.path.getsize(path)
+        return info
+    except Exception as err:
+        return {"convert_error": f"{type(err).__name__}: {err}"}
+
+
+def reconvert(run_dir: str) -> dict[str, Any]:
+    """Convert a finished run again from its saved `model.keras` (e.g. its conversion
+    failed); update and return its `results.json`.
+
+    The previous error, if any, is kept as `earlier_convert_error`.
+
+    # Raises
+        FileNotFoundError: the run has no `results.json` or no `model.keras`.
+        RuntimeError: another live process is using the run directory.
+    """
+    results_path = os.path.join(run_dir, "results.json")
+    model_path = os.path.join(run_dir, "model.keras")
+    for path in (results_path, model_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"cannot reconvert {run_dir}: no {os.path.basename(path)}")
+    with RunLock(run_dir):
+        return _reconvert(run_dir, results_path, model_path)
+
+
+def _reconvert(run_dir: str, results_path: str, model_path: str) -> dict[str, Any]:
+    with open(results_path) as f:
+        results = json.load(f)
+    config = {**DEFAULTS, **results["config"]}
+    tf.keras.backend.clear_session()
+    model = tf.keras.models.load_model(model_path, compile=False)  # our own file
+    ds = load_datasets(config["dataset"], data_dir=config["data_dir"],
+                       batch_size=config["batch_size"], validation_size=config["validation_size"],
+                       augment=False, seed=config["seed"], train_limit=config["train_limit"],
+                       validation_limit=config["validation_limit"],
+                       test_limit=config["test_limit"], **(config["data_kwargs"] or {}))
+    info = convert_run(model, config, ds.test, run_dir)
+    if "convert_error" in results:
+        results["earlier_convert_error"] = results.pop("convert_error")
+    results.update(info)
+    write_json(results_path, results)
+    return results
+
+
 def build(config: dict, input_shape, num_classes) -> tf.keras.Model:
     """The zoo model of `config` (its method's layers), built."""
     kwargs = dict(
@@ -385,11 +449,21 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
     # Arguments
         config: keys of `DEFAULTS` (missing ones take the defaults).
         extra_callbacks: more Keras callbacks for `fit`.
+
+    # Raises
+        ValueError: on unknown config keys, or a run directory holding a run with
+            another configuration.
+        RuntimeError: another live process is training in the same run directory.
     """
     config = {**DEFAULTS, **config}
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"Unknown config keys {sorted(unknown)}.")
+    with RunLock(os.path.abspath(config["output_dir"])):
+        return _train(config, extra_callbacks)
+
+
+def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     run_config = dict(config)  # as asked for; a resumed run must ask for the same
     method = config["method"]
     out = os.path.abspath(config["output_dir"])
@@ -537,22 +611,7 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
         except Exception as err:  # report, do not lose the run
             results["keras_save_error"] = f"{type(err).__name__}: {err}"
     if config["convert"]:
-        try:
-            inputs, labels = _verification_data(ds.test, config["verify_samples"])
-            info = _convert(model, method, inputs)
-            if config["dataset"] != "cityscapes":  # classification only
-                info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels)
-                info["keras_accuracy_on_verify_samples"] = accuracy(
-                    model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(64))
-            info["verify_samples"] = len(inputs)
-            path = os.path.join(out, "model.tflite")
-            with open(path, "wb") as f:
-                f.write(info.pop("flatbuffer"))
-            results.update(info)
-            results["tflite"] = path
-            results["flatbuffer_bytes"] = os.path.getsize(path)
-        except Exception as err:
-            results["convert_error"] = f"{type(err).__name__}: {err}"
+        results.update(convert_run(model, config, ds.test, out))
     write_json(os.path.join(out, "results.json"), results)
     finish(out)
     return results

@@ -65,6 +65,22 @@ def test_train_bop_baseline_run_directory(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["config"]["method"] == "bnn_bop" and saved["binary_macs"] == results["binary_macs"]
     assert (tmp_path / "pruning.png").stat().st_size > 0
+    # A run whose conversion failed is converted again from its model.keras.
+    broken = {k: v for k, v in saved.items() if k not in (
+        "verification", "found_bconvs", "op_counts", "flatbuffer_bytes", "tflite",
+        "flatbuffer_accuracy")}
+    broken["convert_error"] = "ImportError: simulated"
+    (tmp_path / "results.json").write_text(json.dumps(broken))
+    os.remove(tmp_path / "model.tflite")
+    again = train.reconvert(str(tmp_path))
+    assert again["verification"]["ok"] and again["found_bconvs"] == 4
+    assert again["earlier_convert_error"] == "ImportError: simulated" and "convert_error" not in again
+    assert again["flatbuffer_bytes"] == os.path.getsize(tmp_path / "model.tflite")
+    assert json.loads((tmp_path / "results.json").read_text())["found_bconvs"] == 4
+    assert again["test_accuracy"] == saved["test_accuracy"]  # no retraining
+    os.remove(tmp_path / "model.keras")
+    with pytest.raises(FileNotFoundError, match="no model.keras"):
+        train.reconvert(str(tmp_path))
 
 
 def test_model_costs_count_active_binary_convolutions():
@@ -115,12 +131,19 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     assert "**91.00 ± 1.00**" in table and "90.00, 92.00, 91.00" in table and "2.0 KiB" in table
     assert "100.0 %, 1.0e-06, 3/3" in table
     lines = compare.verdict(rows)
-    assert lines[0].startswith("PaBT's BNN vs Larq STE BNN: +1.00 p.p.") and lines[0].endswith("met")
-    assert lines[1].startswith("PaBT's BNN vs Bop BNN: -1.00 p.p.") and lines[1].endswith("NOT met")
+    assert lines[0] == "PaBT's BNN vs Larq BNN (STE, latent weights): +1.00 p.p."
+    assert lines[1] == "PaBT's BNN vs Larq BNN (Bop, latent-free): -1.00 p.p."
+    # The goal is against the best baseline (here Bop), not the STE BNN.
+    assert lines[2].startswith("PaBT's BNN vs the best BNN baseline (Larq BNN (Bop")
+    assert "-1.00 p.p. (goal ≥ +1.00): NOT met" in lines[2]
+    lines = compare.verdict(rows, margin=-1.0)
+    assert lines[2].endswith("(goal ≥ -1.00): met")
     variant = compare.aggregate({"pabt": results["pabt"]}, tag="_soft")
     assert variant[0]["label"] == "PaBT → BNN [soft]"
-    lines = compare.verdict(rows + variant)
-    assert len(lines) == 4 and lines[2].startswith("PaBT's BNN [soft] vs Larq STE BNN: +1.00")
+    full = compare.aggregate({"float": [run("float", s, 0.95) for s in range(3)]})
+    lines = compare.verdict(rows + variant + full)
+    assert len(lines) == 8 and lines[4].startswith("PaBT's BNN [soft] vs Larq BNN (STE")
+    assert lines[3] == "PaBT's BNN below full precision: 4.00 p.p."
     path = plot_comparison(rows, str(tmp_path / "c.png"))
     assert os.path.getsize(path) > 0
     hist = {"epoch": [0, 1], "val_accuracy": [0.5, 0.6], "accuracy": [0.4, 0.6],

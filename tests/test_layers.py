@@ -515,6 +515,8 @@ def test_bench_layers_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step-time ratio PaBT/BNN" in proc.stdout and "peak tensor memory" in proc.stdout
     row = json.loads(out.read_text())["6"]
-    for key in ("time_ratio", "pruned_time_ratio", "rss_peak_ratio", "pruned_rss_peak_ratio"):
+    for key in ("time_ratio", "pruned_time_ratio", "rss_peak_ratio", "pruned_rss_peak_ratio",
+                "static_time_ratio", "pruned_over_static"):
         assert row[key] > 0, key
+    assert "cost of tf.switch_case in the pruned state" in proc.stdout
     assert {"tensor_peak_ratio", "pruned_tensor_peak_ratio"} <= row.keys()

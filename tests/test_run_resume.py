@@ -3,12 +3,14 @@ finished epoch (pruning state included); `compare` skips finished runs."""
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 
 from experiments import compare, train
-from experiments.run_state import PROGRESS
+from experiments.run_state import LOCK, PROGRESS, RunLock
 
 TINY = dict(
     method="pabt", epochs=3, steps=8, train_limit=512, validation_limit=128, test_limit=128,
@@ -59,8 +61,28 @@ def test_resume_refuses_another_configuration(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         train.train(dict(TINY, output_dir=out), extra_callbacks=[_Crash(1)])
+    assert not os.path.exists(os.path.join(out, LOCK))  # released by the interrupted run
     with pytest.raises(ValueError, match="another configuration"):
         train.train(dict(TINY, output_dir=out, learning_rate=1e-4))
+
+
+def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / LOCK).write_text(str(holder.pid))
+        with pytest.raises(RuntimeError, match=f"in use by process {holder.pid}"):
+            train.train(dict(TINY, output_dir=str(out)))
+        assert sorted(os.listdir(out)) == [LOCK]  # refused before writing anything
+        assert (out / LOCK).read_text() == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its process is gone (killed): the stale lock is taken over, and released after.
+    with RunLock(str(out)):
+        assert (out / LOCK).read_text() == str(os.getpid())
+    assert not (out / LOCK).exists()
 
 
 def test_compare_skips_finished_runs_and_checks_their_config(tmp_path, monkeypatch):
