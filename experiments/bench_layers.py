@@ -13,24 +13,30 @@ Trains the same small conv net twice — its 4 binary 3×3 layers (64 channels) 
   optimizer slots, activations kept for the backward pass) and of the peak RSS
   (`VmHWM`, which TensorFlow's own footprint and the traced graphs dominate).
 
-Configurations: `M = N = 3` unpruned (9 binary convolutions per layer) and every layer
+Configurations: `M = N = 3` unpruned (9 binary convolutions per layer); every layer
 pruned to one binary convolution (a different `(m, n)` per layer, so the pruned path is
-the general one, not "base 0").
+the general one, not "base 0"); and the same pruned net with each layer's active
+activation base fixed when the step is traced (no `tf.switch_case`), which prices the
+run-time choice of the active bases. `--step=fit` (default) times `fit`'s own step
+(`PaBTModel.train_step`: importance update, non-finite check), `--step=custom` a bare
+`GradientTape` step.
 
     python -m experiments.bench_layers                      # 16×16 and 32×32, batch 64
     python -m experiments.bench_layers --sizes=16 --steps=10 --nomemory
 
-Targets (issue #2): ≤ 2.5× the BNN step time at M = N = 3, ≤ 1.15× pruned to one conv.
+Targets: ≤ 2.5× the BNN step time at M = N = 3 (issue 2), ≤ 1.05× pruned to one conv
+(issue 10).
 
-Measured on the project's 2-core AVX-512 CPU while three other jobs shared it (load
-5–8), 30 rounds: M = N = 3 at 2.66× (16×16) and 2.76× (32×32), pruned to one conv
-0.98× and 0.99×; with `--nolatent_weights` 2.71×/2.75× and 0.95×/0.97×. Peak tensor
-memory 1.6–1.7× unpruned, 0.9–1.0× pruned; peak RSS 1.3–1.4× and 1.2× (the graph
-holds every branch). At M = N = 3 a step does 3× the BNN's convolution MACs (forward,
-input and kernel gradients, all exact), and convolutions are ~85 % of the BNN's step
-(profiled), so unless the convolutions overlap the floor is ≈ 3 · 0.85 + 0.15 ≈ 2.7×;
-at 16×16, where one convolution does not fill both cores, the least-disturbed steps
-reach 1.9×.
+Measured (`results/bench/layers_step_fit.json`; 2-core AVX-512 CPU shared with one
+training run, load 2–4, 30 rounds, fit's step): M = N = 3 at 2.67× (16×16) and 2.77×
+(32×32); pruned to one conv 0.98× and 0.99× (goal ≤ 1.05× met); the run-time choice of
+the active base costs nothing measurable (chosen at run time / fixed when traced: 0.988×
+and 1.009×).
+At M = N = 3 a step does 3× the BNN's convolution work (forward, input and kernel
+gradients, all exact: the weight bases are folded into one kernel per activation base,
+so only the N activation bases cost convolutions), and convolutions are ~85 % of the
+BNN's step (profiled), so unless the convolutions overlap the floor is
+≈ 3 · 0.85 + 0.15 ≈ 2.7×: the unpruned step sits at that floor.
 """
 
 from __future__ import annotations
@@ -85,13 +91,8 @@ def build_model(kind: str, size: int, channels: int, layers: int, bases: int,
                 kernel_constraint="weight_clip",
             )
         else:
-            # "pabt_static": one weight and one activation base, i.e. the pruned
-            # layer's work without its run-time choice of the active base
-            # (`tf.switch_case`, whose gradient materialises zeros for the untaken
-            # branches' intermediates).
-            m = 1 if kind == "pabt_static" else bases
             conv = pabt.PaBTConv2D(
-                channels, 3, padding="same", weight_bases=m, activation_bases=m,
+                channels, 3, padding="same", weight_bases=bases, activation_bases=bases,
                 latent_weights=latent_weights,
             )
         x = conv(x)
@@ -99,11 +100,19 @@ def build_model(kind: str, size: int, channels: int, layers: int, bases: int,
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     outputs = tf.keras.layers.Dense(10)(x)
     model = (tf.keras.Model if kind == "bnn" else pabt.PaBTModel)(inputs, outputs, name=kind)
-    if kind == "pabt_pruned":
+    if kind in ("pabt_pruned", "pabt_static"):
         for i, layer in enumerate(pabt.pabt_layers(model)):
             mask = np.zeros((bases, bases), bool)
             mask[i % bases, (i + 1) % bases] = True  # one binary convolution per layer
             layer.set_binary_conv_mask(mask)
+            if kind == "pabt_static":
+                # The same pruned layer with its active activation base fixed when the
+                # step is traced, instead of chosen at run time by `tf.switch_case`
+                # (whose gradient materialises zeros for the untaken branches'
+                # intermediates): what that choice costs. A measurement device only:
+                # the layer would be wrong if its mask changed.
+                n = (i + 1) % bases
+                layer._sum_active = lambda branch, base_active, n=n: branch(n)
     return model
 
 
@@ -232,13 +241,13 @@ def report_times(size: int) -> dict:
     print(f"{size}x{size}: median step BNN {row['bnn_ms']:.1f} ms, PaBT M=N={FLAGS.bases} "
           f"{row['pabt_ms']:.1f} ms, pruned to 1 conv {row['pruned_ms']:.1f} ms", flush=True)
     print(f"{size}x{size}: step-time ratio PaBT/BNN {row['time_ratio']:.2f}x (target <= 2.5x) "
-          f"| pruned/BNN {row['pruned_time_ratio']:.2f}x (target <= 1.15x)   "
+          f"| pruned/BNN {row['pruned_time_ratio']:.2f}x (target <= 1.05x)   "
           f"[ratio of medians {row['time_ratio_of_medians']:.2f}x, "
           f"{row['pruned_time_ratio_of_medians']:.2f}x; of minima "
           f"{row['time_ratio_of_minima']:.2f}x, {row['pruned_time_ratio_of_minima']:.2f}x]",
           flush=True)
-    print(f"{size}x{size}: M=N=1 PaBT layers (no run-time base choice) {row['static_time_ratio']:.2f}x"
-          f" BNN; pruned M=N={FLAGS.bases} / M=N=1: {row['pruned_over_static']:.3f}x "
+    print(f"{size}x{size}: pruned, active base fixed when traced {row['static_time_ratio']:.2f}x"
+          f" BNN; chosen at run time / fixed: {row['pruned_over_static']:.3f}x "
           f"(the cost of tf.switch_case in the pruned state)", flush=True)
     return row
 
