@@ -133,6 +133,15 @@ def merged_rows(paths) -> list[dict[str, Any]]:
     return rows
 
 
+def _label(method: str, result: dict[str, Any]) -> str:
+    """The method's label; ABC-Net's names its bases (`model_kwargs.abc_bases`)."""
+    if method == "abc":
+        kwargs = result.get("config", {}).get("model_kwargs") or {}
+        m, n = kwargs.get("abc_bases") or (3, 3)
+        return f"ABC-Net {m}/{n}" + (" (MBN)" if m * n > 1 else "")
+    return LABELS.get(method, method)
+
+
 def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, Any]]:
     """One row per method from its runs' results."""
     rows = []
@@ -143,7 +152,7 @@ def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, A
         first = runs[0]
         row = {
             "method": method,
-            "label": LABELS.get(method, method) + (f" [{tag.strip('_')}]" if tag else ""),
+            "label": _label(method, first) + (f" [{tag.strip('_')}]" if tag else ""),
             "seeds": [r["config"]["seed"] for r in runs],
             "accuracies": accs,
             "accuracy_mean": mean,

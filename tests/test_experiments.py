@@ -138,6 +138,10 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     assert "-1.00 p.p. (goal ≥ +1.00): NOT met" in lines[2]
     lines = compare.verdict(rows, margin=-1.0)
     assert lines[2].endswith("(goal ≥ -1.00): met")
+    abc = [dict(run("abc", s, 0.9), config={"seed": s, "model_kwargs": {"abc_bases": [2, 1]}})
+           for s in range(2)]
+    assert compare.aggregate({"abc": abc}, tag="_2x1")[0]["label"] == "ABC-Net 2/1 (MBN) [2x1]"
+    assert compare.aggregate({"abc": [run("abc", 0, 0.9)]})[0]["label"] == "ABC-Net 3/3 (MBN)"
     variant = compare.aggregate({"pabt": results["pabt"]}, tag="_soft")
     assert variant[0]["label"] == "PaBT → BNN [soft]"
     full = compare.aggregate({"float": [run("float", s, 0.95) for s in range(3)]})
