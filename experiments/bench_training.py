@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import queue as queue_lib
 import tempfile
 import time
 
@@ -178,7 +179,19 @@ def run_pair(first: str, settings: dict) -> dict[str, dict]:
     for p in procs:
         p.start()
     baton.turn[0].release()
-    runs = dict(queue.get() for _ in procs)
+    runs: dict[str, dict] = {}
+    while len(runs) < len(procs):
+        try:
+            method, result = queue.get(timeout=5)
+            runs[method] = result
+        except queue_lib.Empty:
+            # A run killed outright (e.g. out of memory) reports nothing: do not wait.
+            dead = [m for m, p in zip(order, procs) if not p.is_alive() and m not in runs]
+            if dead and queue.empty():
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"the {', '.join(dead)} run died without a result "
+                                   f"(exit code {[p.exitcode for p in procs]})") from None
     for p in procs:
         p.join()
     for method, r in runs.items():
