@@ -75,13 +75,15 @@ class RunLock:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # an unreadable lock; kill(0 or -1, ...) would address process groups
+        return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, another user's
         return True
-    return pid > 0
+    return True
 
 
 class RunProgress(tf.keras.callbacks.Callback):

@@ -83,6 +83,9 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):
     with RunLock(str(out)):
         assert (out / LOCK).read_text() == str(os.getpid())
     assert not (out / LOCK).exists()
+    (out / LOCK).write_text("")  # a lock cut short is stale too
+    with RunLock(str(out)):
+        assert (out / LOCK).read_text() == str(os.getpid())
 
 
 def test_compare_skips_finished_runs_and_checks_their_config(tmp_path, monkeypatch):
