@@ -116,8 +116,9 @@ def build_model(kind: str, size: int, channels: int, layers: int, bases: int,
     return model
 
 
-def make_step(model: tf.keras.Model):
-    """A compiled training step (forward, loss, backward, Adam update).
+def make_step(model: tf.keras.Model, x_y: tuple[tf.Tensor, tf.Tensor]):
+    """A compiled training step on the batch `x_y` (forward, loss, backward, Adam update);
+    call it with no arguments.
 
     `--step=fit`: `fit`'s own step (`model.make_train_function()`: for PaBT,
     `PaBTModel.train_step` with its importance update and non-finite check);
@@ -127,15 +128,8 @@ def make_step(model: tf.keras.Model):
     if FLAGS.step == "fit":
         model.compile(optimizer, loss_fn)
         train_function = model.make_train_function()
-        iterators = {}  # one dataset iterator per batch, made once (no retracing)
-
-        def fit_step(x, y):
-            key = (id(x), id(y))
-            if key not in iterators:
-                iterators[key] = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
-            return train_function(iterators[key])["loss"]
-
-        return fit_step
+        batches = iter(tf.data.Dataset.from_tensors(x_y).repeat())
+        return lambda: train_function(batches)["loss"]
 
     @tf.function
     def step(x, y):
@@ -145,7 +139,7 @@ def make_step(model: tf.keras.Model):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    return step
+    return lambda: step(*x_y)
 
 
 def data(size: int, batch: int):
@@ -161,15 +155,15 @@ def time_interleaved(size: int) -> dict[str, np.ndarray]:
     for kind in CONFIGS:
         model = build_model(kind, size, FLAGS.channels, FLAGS.layers, FLAGS.bases,
                             FLAGS.latent_weights)
-        steps[kind] = make_step(model)
+        steps[kind] = make_step(model, x_y)
         for _ in range(FLAGS.warmup):
-            steps[kind](*x_y).numpy()
+            steps[kind]().numpy()
     times = {kind: [] for kind in CONFIGS}
     for i in range(FLAGS.steps):
         order = CONFIGS[i % len(CONFIGS):] + CONFIGS[: i % len(CONFIGS)]
         for kind in order:
             start = time.perf_counter()
-            steps[kind](*x_y).numpy()
+            steps[kind]().numpy()
             times[kind].append(time.perf_counter() - start)
     return {kind: np.asarray(t) for kind, t in times.items()}
 
@@ -184,13 +178,12 @@ def measure_memory_here(kind: str, size: int) -> dict[str, int]:
     """
     model = build_model(kind, size, FLAGS.channels, FLAGS.layers, FLAGS.bases,
                         FLAGS.latent_weights)
-    step = make_step(model)
-    x_y = data(size, FLAGS.batch)
+    step = make_step(model, data(size, FLAGS.batch))
     for _ in range(max(FLAGS.warmup, 2)):  # trace, optimise, create optimizer slots
-        step(*x_y).numpy()
+        step().numpy()
     tf.config.experimental.reset_memory_stats("CPU:0")
     for _ in range(3):
-        step(*x_y).numpy()
+        step().numpy()
     info = tf.config.experimental.get_memory_info("CPU:0")
     return {"tensor_peak": int(info["peak"]), "rss_peak": _peak_rss_bytes()}
 

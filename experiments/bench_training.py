@@ -113,17 +113,13 @@ class InterleavedStepTimer(tf.keras.callbacks.Callback):
             self._layers = pabt_tf.pabt_layers(self.model)
         if self._layers and self.first_step is not None:
             # ~0.1 ms for 4 small variables, next to a ~50 ms step.
-            masks = [layer.mask.numpy() > 0 for layer in self._layers]
+            masks = [layer.binary_conv_mask for layer in self._layers]
             self.active_bases.append(float(np.mean([m.any(0).sum() for m in masks])))
             self.active_convs.append(float(np.mean([m.sum() for m in masks])))
         self._last = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self._last = None  # validation is not a step
-
-    def on_train_end(self, logs=None):
-        if self.baton is not None:
-            self.baton.finish(self.me)
 
 
 def run_here(method: str, baton: Baton | None = None, me: int = 0, settings=None) -> dict:
@@ -143,8 +139,10 @@ def run_here(method: str, baton: Baton | None = None, me: int = 0, settings=None
                           verbose=0)
             result = train_lib.train(config, extra_callbacks=[timer])
     finally:
+        # After the whole run (its test evaluation too, so it never overlaps the other
+        # run's steps), or on failure: never leave the other process waiting.
         if baton is not None:
-            baton.finish(me)  # never leave the other process waiting
+            baton.finish(me)
     return {
         "method": method,
         "fit_seconds": result["train_seconds"],

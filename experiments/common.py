@@ -17,6 +17,13 @@ from pabt_tf.graph import all_layers
 from pabt_tf.layers import PaBTLayer
 
 
+def abc_bases(config: dict[str, Any]) -> tuple[int, int]:
+    """ABC-Net's `(M, N)` of a run's config (`model_kwargs.abc_bases`; the zoo's default
+    is 3/3)."""
+    m, n = (config.get("model_kwargs") or {}).get("abc_bases") or (3, 3)
+    return int(m), int(n)
+
+
 def model_costs(model: tf.keras.Model) -> dict[str, Any]:
     """Per-example MACs of a built model, split into binary and float.
 

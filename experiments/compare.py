@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import train as train_lib
-from experiments.common import read_json, write_json
+from experiments.common import abc_bases, read_json, write_json
 
 FLAGS = flags.FLAGS
 
@@ -136,8 +136,7 @@ def merged_rows(paths) -> list[dict[str, Any]]:
 def _label(method: str, result: dict[str, Any]) -> str:
     """The method's label; ABC-Net's names its bases (`model_kwargs.abc_bases`)."""
     if method == "abc":
-        kwargs = result.get("config", {}).get("model_kwargs") or {}
-        m, n = kwargs.get("abc_bases") or (3, 3)
+        m, n = abc_bases(result.get("config", {}))
         return f"ABC-Net {m}/{n}" + (" (MBN)" if m * n > 1 else "")
     return LABELS.get(method, method)
 
@@ -233,7 +232,7 @@ def verdict(rows: list[dict[str, Any]], margin: float = 1.0) -> list[str]:
         if row["method"] != "pabt":
             continue
         name = "PaBT's BNN" + (row["label"][len(LABELS["pabt"]):] if row["label"] != LABELS["pabt"] else "")
-        for method, other in base.items():
+        for other in base.values():
             gap = 100 * (row["accuracy_mean"] - other["accuracy_mean"])
             out.append(f"{name} vs {other['label']}: {gap:+.2f} p.p.")
         if base:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from experiments.common import collect_runs, write_json
+from experiments.common import abc_bases, collect_runs, write_json
 
 FLAGS = flags.FLAGS
 
@@ -49,7 +49,7 @@ def point_label(config: dict[str, Any]) -> tuple[str, str]:
             return "PaBT", f"PaBT budget {config['budget']:g}"
         return "PaBT", "PaBT → BNN"
     if config["method"] == "abc":
-        m, n = (config.get("model_kwargs") or {}).get("abc_bases", (3, 3))
+        m, n = abc_bases(config)
         return "ABC-Net", f"ABC-Net {m}/{n}"
     return config["method"], config["method"]
 

@@ -415,17 +415,29 @@ def _reconvert(run_dir: str, results_path: str, model_path: str) -> dict[str, An
     config = {**DEFAULTS, **results["config"]}
     tf.keras.backend.clear_session()
     model = tf.keras.models.load_model(model_path, compile=False)  # our own file
-    ds = load_datasets(config["dataset"], data_dir=config["data_dir"],
-                       batch_size=config["batch_size"], validation_size=config["validation_size"],
-                       augment=False, seed=config["seed"], train_limit=config["train_limit"],
-                       validation_limit=config["validation_limit"],
-                       test_limit=config["test_limit"], **(config["data_kwargs"] or {}))
+    ds = _datasets(config)
     info = convert_run(model, config, ds.test, run_dir)
     if "convert_error" in results:
         results["earlier_convert_error"] = results.pop("convert_error")
     results.update(info)
     write_json(results_path, results)
     return results
+
+
+def _datasets(config: dict[str, Any]):
+    """The run's data sets, as its config describes them."""
+    return load_datasets(
+        config["dataset"],
+        data_dir=config["data_dir"],
+        batch_size=config["batch_size"],
+        validation_size=config["validation_size"],
+        augment=config["augment"],
+        seed=config["seed"],
+        train_limit=config["train_limit"],
+        validation_limit=config["validation_limit"],
+        test_limit=config["test_limit"],
+        **(config["data_kwargs"] or {}),
+    )
 
 
 def build(config: dict, input_shape, num_classes) -> tf.keras.Model:
@@ -471,18 +483,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(config["seed"])
 
-    ds = load_datasets(
-        config["dataset"],
-        data_dir=config["data_dir"],
-        batch_size=config["batch_size"],
-        validation_size=config["validation_size"],
-        augment=config["augment"],
-        seed=config["seed"],
-        train_limit=config["train_limit"],
-        validation_limit=config["validation_limit"],
-        test_limit=config["test_limit"],
-        **(config["data_kwargs"] or {}),
-    )
+    ds = _datasets(config)
     steps = config["steps"] or ds.steps_per_epoch
     train_data = ds.train.repeat() if config["steps"] else ds.train
     total_steps = steps * config["epochs"]
