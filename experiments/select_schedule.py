@@ -30,16 +30,17 @@ def define_flags() -> None:
 
 
 SETTINGS = ("prune_begin", "prune_end", "prune_power", "decay_steps", "importance_momentum",
-            "ranking", "criterion", "epochs")  # fmt: skip
+            "ranking", "criterion", "epochs", "distill_weight", "model_kwargs")  # fmt: skip
 
 
 def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict]:
     """Rows (one per variant of `method`, best validation mean first) and the winner.
 
     # Raises
-        ValueError: a run has no validation accuracy, or no variant of `method` exists.
+        ValueError: a run has no validation accuracy, no variant of `method` exists, or
+            the variants differ in data set or model (their scores would not compare).
     """
-    rows = []
+    rows, tasks = [], set()
     for key, runs in groups.items():
         if runs[0]["config"]["method"] != method:
             continue
@@ -47,6 +48,7 @@ def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict
         if any(v is None for v in vals):
             raise ValueError(f"{key}: a run has no validation accuracy; it cannot take part in a choice.")
         tests = [r["test_accuracy"] for r in runs]
+        tasks |= {(r["config"].get("dataset"), r["config"].get("model")) for r in runs}
         rows.append({
             "variant": key, "seeds": [r["config"]["seed"] for r in runs],
             "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
@@ -55,6 +57,9 @@ def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict
         })  # fmt: skip
     if not rows:
         raise ValueError(f"No runs of method {method!r} among {list(groups)}.")
+    if len(tasks) > 1:
+        raise ValueError(f"The variants were trained on different (dataset, model) pairs {sorted(tasks)}; "
+                         "choose among variants of one task.")
     rows.sort(key=lambda r: -r["val_mean"])
     return rows, rows[0]
 

@@ -54,6 +54,14 @@ def _abc_bases(bases: Any) -> tuple[int, int]:
     return m, n
 
 
+def _check_activation_quantizer(method: str, activation_quantizer: Any) -> None:
+    if activation_quantizer is not None and method not in ("pabt", "abc"):
+        raise ValueError(
+            f"`activation_quantizer` applies to the multi-base methods 'pabt' and 'abc' only "
+            f"(method {method!r} defines its own quantizers), got {activation_quantizer!r}."
+        )
+
+
 def check_method(method: Any) -> str:
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
@@ -79,8 +87,10 @@ class BinaryPositions:
         per_channel_thresholds: bool = False,
         threshold_spread: float = 0.5,
         abc_bases: tuple[int, int] = (3, 3),
+        activation_quantizer: Any = None,
     ):
         self.method = check_method(method)
+        _check_activation_quantizer(method, activation_quantizer)
         if method == "abc":  # ABC-Net: its own (M, N), always latent weights
             weight_bases, activation_bases, latent_weights = _abc_bases(abc_bases) + (True,)
         if not isinstance(latent_weights, bool):
@@ -91,6 +101,7 @@ class BinaryPositions:
         self.float_activation = float_activation
         self.per_channel_thresholds = per_channel_thresholds
         self.threshold_spread = threshold_spread
+        self.activation_quantizer = activation_quantizer
         self.count = 0
 
     def conv(self, filters: int, kernel_size: int = 3, strides: int = 1, padding: str = "same"):
@@ -110,6 +121,7 @@ class BinaryPositions:
             per_channel_thresholds=self.per_channel_thresholds,
             threshold_spread=self.threshold_spread,
             abc_bases=(self.weight_bases, self.activation_bases),
+            activation_quantizer=self.activation_quantizer,
             name=name,
         )
 
@@ -127,6 +139,7 @@ def binary_conv(
     per_channel_thresholds: bool = False,
     threshold_spread: float = 0.5,
     abc_bases: tuple[int, int] = (3, 3),
+    activation_quantizer: Any = None,
     name: str | None = None,
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """One binary convolution position for `method` (no bias; add BatchNorm after it).
@@ -135,14 +148,20 @@ def binary_conv(
         weight_bases, activation_bases, latent_weights: PaBT's `M`, `N` and weight storage.
         abc_bases: ABC-Net's `(M, N)` (method `"abc"`, which ignores `weight_bases` and
             `activation_bases` and always uses latent weights).
+        activation_quantizer: the multi-base layers' activation pseudo-gradient
+            (methods `"pabt"` and `"abc"`; `None`: the layer's default `"ste_sign"`,
+            `"approx_sign"`: Bi-Real's). The Larq BNN baselines' quantizers are their
+            method's definition, so they refuse it.
 
     # Returns
         A function `x -> y` applying the layer (and, for `"float"`, the ReLU before it).
 
     # Raises
-        ValueError: on an unknown method.
+        ValueError: on an unknown method, or `activation_quantizer` for a method without
+            multi-base layers.
     """
     check_method(method)
+    _check_activation_quantizer(method, activation_quantizer)
     common = dict(strides=strides, padding=padding, use_bias=False, name=name)
     if method == "abc":
         weight_bases, activation_bases = _abc_bases(abc_bases)
@@ -156,6 +175,7 @@ def binary_conv(
             latent_weights=True if method == "abc" else latent_weights,
             per_channel_thresholds=per_channel_thresholds,
             threshold_spread=threshold_spread,
+            **({} if activation_quantizer is None else {"activation_quantizer": activation_quantizer}),
             **common,
         )
     elif method in _LARQ_BNN:

@@ -77,7 +77,8 @@ def fmnist_cnn(
         weight_bases, activation_bases, latent_weights: the PaBT layers' `M`, `N` and
             weight storage (method `"pabt"`; ABC-Net uses `abc_bases`, latent).
         kwargs: `criterion`, `importance_momentum` (PaBTModel), `float_activation`,
-            `per_channel_thresholds`, `threshold_spread`, `abc_bases` (ABC-Net's `(M, N)`).
+            `per_channel_thresholds`, `threshold_spread`, `abc_bases` (ABC-Net's `(M, N)`),
+            `activation_quantizer` (the multi-base layers' pseudo-gradient, e.g. `"approx_sign"`).
     """
     model_kwargs, spec = _split_kwargs(method, weight_bases, activation_bases, latent_weights, kwargs)
     inputs = tf.keras.Input(input_shape)

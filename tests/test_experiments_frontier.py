@@ -74,6 +74,11 @@ def test_selection_uses_validation_not_test(tmp_path):
         {"config": dict(train.DEFAULTS, seed=1), "val_accuracy": None, "test_accuracy": 0.7}))
     with pytest.raises(ValueError, match="validation"):
         select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
+    # A variant trained on another backbone does not compete.
+    (tmp_path / "runs" / "pabt_b_s1" / "results.json").write_text(json.dumps(
+        {"config": dict(train.DEFAULTS, seed=1, model="fmnist_resnet"), "val_accuracy": 0.9, "test_accuracy": 0.7}))
+    with pytest.raises(ValueError, match="fmnist_resnet"):
+        select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
 
 
 def test_residual_backbone_trains_and_converts(tmp_path):

@@ -160,6 +160,38 @@ def test_abc_bases_choose_the_multi_base_width():
             _build("fmnist_cnn", "abc", abc_bases=bad)
 
 
+@pytest.mark.parametrize("method", ["pabt", "abc"])
+def test_activation_quantizer_reaches_every_multi_base_layer(method, tmp_path):
+    """`activation_quantizer="approx_sign"`: Bi-Real's pseudo-gradient in every PaBT/ABC
+    layer (same forward, different gradient), kept through save/load; refused by the Larq
+    BNN methods, whose quantizers are their definition."""
+    x = np.random.default_rng(3).normal(size=(4, 28, 28, 1)).astype(np.float32)
+    grads, outputs = {}, {}
+    for q in (None, "approx_sign"):
+        tf.keras.utils.set_random_seed(0)
+        model = _build("fmnist_resnet", method, activation_quantizer=q)
+        layers = pabt.pabt_layers(model)
+        assert len(layers) == 6
+        expected = lq.quantizers.ApproxSign if q else lq.quantizers.SteSign
+        assert all(isinstance(l.input_quantizer.pseudo_gradient, expected) for l in layers)
+        with tf.GradientTape() as tape:
+            outputs[q] = model(x, training=False)
+            loss = tf.reduce_sum(outputs[q] ** 2)
+        grads[q] = tape.gradient(loss, model.get_layer("stem_conv").kernel)  # through the quantizers
+    np.testing.assert_allclose(outputs[None], outputs["approx_sign"], atol=1e-5)
+    assert not np.allclose(grads[None], grads["approx_sign"])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)
+    assert all(isinstance(l.input_quantizer.pseudo_gradient, lq.quantizers.ApproxSign)
+               for l in pabt.pabt_layers(loaded))  # fmt: skip
+    for bad_method in ("bnn", "bnn_bireal", "bnn_bop", "float"):
+        with pytest.raises(ValueError, match="activation_quantizer"):
+            _build("fmnist_resnet", bad_method, activation_quantizer="approx_sign")
+    with pytest.raises(ValueError, match="activation_quantizer"):
+        _build("fmnist_resnet", method, activation_quantizer="not_a_quantizer")
+
+
 def test_fmnist_resnet_sizes_and_downsampling():
     model = models.fmnist_resnet("bnn")  # the default size used in the comparison
     binary = [l for l in model.layers if l.name.startswith("bconv_")]
