@@ -55,19 +55,48 @@ class SelfDistillingPaBTModel(PaBTModel):
 
 class TeacherSnapshot(tf.keras.callbacks.Callback):
     """Copy the model into its teacher and switch distillation on at `step` (list it
-    before the `PaBTPruningCallback`, so the teacher is the unpruned network)."""
+    before the `PaBTPruningCallback`, so the teacher is the unpruned network).
 
-    def __init__(self, step: int):
+    With `path`, the teacher's weights are saved there when taken, so a run resumed after
+    the snapshot (Keras `BackupAndRestore`) distils from the same teacher: the teacher is
+    not part of the model, so no model checkpoint holds it.
+
+    # Raises
+        RuntimeError: a run resumes after its snapshot step and `path` holds no teacher
+            (it would otherwise distil from the wrong network).
+    """
+
+    def __init__(self, step: int, path: str | None = None):
         super().__init__()
         self.step = step
-        self._seen = 0
+        self.path = path
+        self._seen: int | None = None
         self.taken_at: int | None = None
 
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._seen is not None:
+            return
+        # The first epoch of this process: a resumed run starts at a later one.
+        self._seen = epoch * int(self.params.get("steps") or 0)
+        if self._seen > self.step:
+            if not (self.path and tf.io.gfile.exists(self.path + ".index")):
+                raise RuntimeError(
+                    f"Resuming at step {self._seen}, after the teacher snapshot (step "
+                    f"{self.step}), but no saved teacher is at {self.path!r}; rerun from scratch."
+                )
+            self.model._teacher.load_weights(self.path)
+            self.model._distill_active.assign(1.0)
+            self.taken_at = self.step
+
     def on_train_batch_begin(self, batch, logs=None):
+        if self._seen is None:  # driven without fit's epoch callbacks
+            self._seen = 0
         if self._seen == self.step and self.taken_at is None:
             self.model._teacher.set_weights(self.model.get_weights())
             self.model._distill_active.assign(1.0)
             self.taken_at = self._seen
+            if self.path:
+                self.model._teacher.save_weights(self.path)
         self._seen += 1
 
 

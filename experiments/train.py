@@ -516,7 +516,9 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         if distill:
             from experiments.distill import TeacherSnapshot
 
-            callbacks.append(TeacherSnapshot(schedule.begin_step))
+            # The teacher is saved in the run, so a resumed run distils from the same one.
+            teacher_path = os.path.join(out, "teacher", "weights")
+            callbacks.append(TeacherSnapshot(schedule.begin_step, teacher_path))
         pruning = pabt_tf.PaBTPruningCallback(
             schedule,
             target_per_layer=config["target_per_layer"],

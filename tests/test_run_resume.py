@@ -102,3 +102,44 @@ def test_compare_skips_finished_runs_and_checks_their_config(tmp_path, monkeypat
     with pytest.raises(ValueError, match="epochs"):
         compare.finished_result(dict(config, epochs=99), str(run_dir))
     assert compare.finished_result(dict(config), str(tmp_path / "runs" / "other")) is None
+
+
+def test_self_distilling_run_resumes_with_its_teacher(tmp_path):
+    """A self-distillation run stopped after its teacher snapshot resumes distilling from
+    the saved teacher (not from the pruned network it has become, nor the initial one);
+    without the saved teacher it refuses to resume instead of distilling from the wrong
+    network."""
+    import shutil
+
+    import numpy as np
+
+    import pabt_tf as pabt
+
+    config = dict(TINY, distill_weight=0.5, output_dir=str(tmp_path / "run"))
+    teachers = []
+
+    class _Teacher(tf.keras.callbacks.Callback):
+        def __init__(self, when):
+            super().__init__()
+            self.when = when
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.when(batch) and float(self.model._distill_active.numpy()) == 1.0:
+                teachers.append([w.numpy() for w in self.model._teacher.weights])
+                self.when = lambda b: False
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, extra_callbacks=[_Crash(2), _Teacher(lambda b: True)])
+    assert (tmp_path / "run" / "teacher" / "weights.index").exists()
+    assert len(teachers) == 1  # taken at the first pruning step, before the kill
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+
+    results = train.train(config, extra_callbacks=[_Teacher(lambda b: b == 0)])
+    assert len(teachers) == 2  # distillation on from the resumed run's first step ...
+    for a, b in zip(*teachers):  # ... from the very teacher taken before the kill
+        np.testing.assert_array_equal(a, b)
+    assert results["mean_binary_convs"] == 1.0
+
+    shutil.rmtree(tmp_path / "copy" / "teacher")
+    with pytest.raises(RuntimeError, match="teacher"):
+        train.train(dict(config, output_dir=str(tmp_path / "copy")))
