@@ -77,7 +77,10 @@ class TeacherSnapshot(tf.keras.callbacks.Callback):
         if self._seen is not None:
             return
         # The first epoch of this process: a resumed run starts at a later one.
-        self._seen = epoch * int(self.params.get("steps") or 0)
+        steps = self.params.get("steps")
+        if epoch and not steps:
+            raise RuntimeError("Resuming a self-distillation run needs a known number of steps per epoch.")
+        self._seen = epoch * int(steps or 0)
         if self._seen > self.step:
             if not (self.path and tf.io.gfile.exists(self.path + ".index")):
                 raise RuntimeError(

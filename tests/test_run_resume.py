@@ -3,8 +3,11 @@ finished epoch (pruning state included); `compare` skips finished runs."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+import numpy as np
 
 import pytest
 import tensorflow as tf
@@ -109,12 +112,6 @@ def test_self_distilling_run_resumes_with_its_teacher(tmp_path):
     the saved teacher (not from the pruned network it has become, nor the initial one);
     without the saved teacher it refuses to resume instead of distilling from the wrong
     network."""
-    import shutil
-
-    import numpy as np
-
-    import pabt_tf as pabt
-
     config = dict(TINY, distill_weight=0.5, output_dir=str(tmp_path / "run"))
     teachers = []
 
