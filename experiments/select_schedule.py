@@ -5,8 +5,10 @@
 
 Every variant (a comparison's run directory name without `_s<seed>`) is scored by its
 mean validation accuracy over seeds (the split carved from the training set with each
-run's seed); the highest mean wins. Test accuracy is listed for the record only, and
-final numbers must then come from seeds that took no part in the choice.
+run's seed); the highest mean wins. Only variants run on every seed that any variant ran
+compete: a variant stopped early (fewer seeds) is listed but cannot win, since its mean
+is over other validation splits and is noisier. Test accuracy is listed for the record
+only, and final numbers must then come from seeds that took no part in the choice.
 """
 
 from __future__ import annotations
@@ -36,9 +38,13 @@ SETTINGS = ("prune_begin", "prune_end", "prune_power", "decay_steps", "importanc
 def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict]:
     """Rows (one per variant of `method`, best validation mean first) and the winner.
 
+    Each row's `"competes"` says whether the variant ran on every seed of the union of all
+    variants' seeds; the winner is the best of those.
+
     # Raises
-        ValueError: a run has no validation accuracy, no variant of `method` exists, or
-            the variants differ in data set or model (their scores would not compare).
+        ValueError: a run has no validation accuracy, no variant of `method` exists, the
+            variants differ in data set or model (their scores would not compare), or no
+            variant ran on every seed.
     """
     rows, tasks = [], set()
     for key, runs in groups.items():
@@ -60,7 +66,13 @@ def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict
     if len(tasks) > 1:
         raise ValueError(f"The variants were trained on different (dataset, model) pairs {sorted(tasks)}; "
                          "choose among variants of one task.")
-    rows.sort(key=lambda r: -r["val_mean"])
+    all_seeds = sorted(set().union(*(r["seeds"] for r in rows)))
+    for r in rows:
+        r["competes"] = set(r["seeds"]) == set(all_seeds)
+    if not any(r["competes"] for r in rows):
+        raise ValueError(f"No variant ran on every seed {all_seeds} (seeds per variant: "
+                         f"{ {r['variant']: r['seeds'] for r in rows} }); run the same seeds for each.")
+    rows.sort(key=lambda r: (not r["competes"], -r["val_mean"]))
     return rows, rows[0]
 
 
@@ -70,14 +82,16 @@ def main(argv):
     command = "python -m experiments.select_schedule " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
         f"# Choosing the {FLAGS.method} schedule on validation accuracy", "",
-        "| variant | seeds | validation accuracy (%) | settings | test accuracy (%), not used to choose |",
-        "|---|---|---|---|---|",
+        "| variant | seeds | validation accuracy (%) | competes | settings | test accuracy (%), not used to choose |",
+        "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
         lines.append(f"| {r['variant']} | {', '.join(map(str, r['seeds']))} | "
-                     f"{100 * r['val_mean']:.2f} ± {100 * r['val_std']:.2f} | {settings} | {100 * r['test_mean']:.2f} |")  # fmt: skip
-    lines += ["", f"Chosen (highest mean validation accuracy): **{best['variant']}**.", "",
+                     f"{100 * r['val_mean']:.2f} ± {100 * r['val_std']:.2f} | "
+                     f"{'yes' if r['competes'] else 'no (not every seed)'} | {settings} | {100 * r['test_mean']:.2f} |")  # fmt: skip
+    lines += ["", f"Chosen (highest mean validation accuracy among variants run on every seed): "
+              f"**{best['variant']}**.", "",
               "Command:", "", "```", command, "```"]  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:

@@ -81,6 +81,27 @@ def test_selection_uses_validation_not_test(tmp_path):
         select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
 
 
+def _write_run(root, name, seed, val, test=0.5):
+    run = root / "runs" / f"{name}_s{seed}"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps(
+        {"config": dict(train.DEFAULTS, seed=seed), "val_accuracy": val, "test_accuracy": test}))
+
+
+def test_selection_needs_every_seed_to_win(tmp_path):
+    for seed, val in ((0, 0.80), (1, 0.82), (2, 0.84)):
+        _write_run(tmp_path, "pabt_full", seed, val)
+    _write_run(tmp_path, "pabt_stopped", 0, 0.95)  # best mean, but one seed of three
+    rows, best = select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
+    assert best["variant"].endswith(":pabt_full") and best["val_mean"] == pytest.approx(0.82)
+    assert [(r["variant"].split(":")[1], r["competes"]) for r in rows] == [
+        ("pabt_full", True), ("pabt_stopped", False)]
+    # Disjoint seed sets: no variant ran every seed, so nothing can be chosen.
+    _write_run(tmp_path, "pabt_other", 3, 0.99)
+    with pytest.raises(ValueError, match=r"every seed \[0, 1, 2, 3\]"):
+        select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
+
+
 def test_residual_backbone_trains_and_converts(tmp_path):
     results = train.train(dict(TINY, model="fmnist_resnet", method="pabt", output_dir=str(tmp_path),
                                model_kwargs={"stage_filters": [8, 8, 16], "stem_filters": 8}))  # fmt: skip
