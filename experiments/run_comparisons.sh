@@ -51,6 +51,20 @@ $PY -m experiments.compare --model fmnist_resnet --methods pabt --epochs 4 --eva
     --model_kwargs '{"activation_quantizer": "approx_sign"}' --tag _approx --seeds "$SEEDS" \
     --merge results/fmnist_resnet/summary.json --output_dir results/fmnist_resnet_approx
 
+# 2c. Does the residual-backbone margin survive a longer schedule? The chosen variant
+# (approx, chosen at 4 epochs in 2b) and the two best BNN baselines of step 2 at 12 epochs
+# (3x), seeds 3-5, nothing re-chosen. Run as two parallel streams with `--threads 1` each.
+R12=results/fmnist_resnet_12ep
+$PY -m experiments.compare --model fmnist_resnet --methods pabt --epochs 12 --threads 1 --evaluate_mbn \
+    --model_kwargs '{"activation_quantizer": "approx_sign"}' --tag _approx --seeds "$SEEDS" \
+    --output_dir $R12/pabt_approx
+$PY -m experiments.compare --model fmnist_resnet --methods bnn_bireal,bnn --epochs 12 --threads 1 \
+    --seeds "$SEEDS" --output_dir $R12/baselines
+# The table: PaBT's runs (reused) with the baselines' rows merged in.
+$PY -m experiments.compare --model fmnist_resnet --methods pabt --epochs 12 --threads 1 --evaluate_mbn \
+    --model_kwargs '{"activation_quantizer": "approx_sign"}' --tag _approx --seeds "$SEEDS" \
+    --merge $R12/baselines/summary.json --output_dir $R12/pabt_approx
+
 # 3. Accuracy-latency frontier on fmnist_cnn, 4 epochs: PaBT budgets vs ABC-Net widths.
 $PY -m experiments.compare --methods pabt --seeds "$SEEDS" --epochs 4 --output_dir results/frontier/pabt_bnn
 for budget in 1.5 2 3 4.5; do
