@@ -61,13 +61,17 @@ def test_frontier_measures_every_point_and_judges_dominance(comparison):
     assert frontier.plot(points, str(root / "frontier.png"))
 
 
+def _write_run(root, name, seed, val, test=0.5):
+    run = root / "runs" / f"{name}_s{seed}"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps(
+        {"config": dict(train.DEFAULTS, seed=seed), "val_accuracy": val, "test_accuracy": test}))
+
+
 def test_selection_uses_validation_not_test(tmp_path):
     for variant, val, test in (("pabt_a", 0.80, 0.90), ("pabt_b", 0.85, 0.70)):
         for seed in (0, 1):
-            run = tmp_path / "runs" / f"{variant}_s{seed}"
-            run.mkdir(parents=True)
-            (run / "results.json").write_text(json.dumps(
-                {"config": dict(train.DEFAULTS, seed=seed), "val_accuracy": val, "test_accuracy": test}))
+            _write_run(tmp_path, variant, seed, val, test)
     rows, best = select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
     assert best["variant"].endswith(":pabt_b") and [r["val_mean"] for r in rows] == [0.85, 0.80]
     (tmp_path / "runs" / "pabt_b_s1" / "results.json").write_text(json.dumps(
@@ -79,13 +83,6 @@ def test_selection_uses_validation_not_test(tmp_path):
         {"config": dict(train.DEFAULTS, seed=1, model="fmnist_resnet"), "val_accuracy": 0.9, "test_accuracy": 0.7}))
     with pytest.raises(ValueError, match="fmnist_resnet"):
         select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
-
-
-def _write_run(root, name, seed, val, test=0.5):
-    run = root / "runs" / f"{name}_s{seed}"
-    run.mkdir(parents=True)
-    (run / "results.json").write_text(json.dumps(
-        {"config": dict(train.DEFAULTS, seed=seed), "val_accuracy": val, "test_accuracy": test}))
 
 
 def test_selection_needs_every_seed_to_win(tmp_path):
