@@ -167,7 +167,7 @@ cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines
     $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" --evaluate_mbn "${VARIANT[@]}" \
         --tag "$TAG" --merge $C10/compare/baselines/summary.json,$C10/compare/pabt_bop/summary.json \
         --output_dir $C10/compare/pabt
-    $PY -m experiments.frontier --output_dir $C10/frontier --comparisons $C10/frontier/pabt_b2,$C10/frontier/abc_2x1
+    $PY -m experiments.frontier --output_dir $C10/frontier --comparisons $C10/compare/pabt,$C10/frontier/pabt_b2,$C10/frontier/abc_2x1
 }
 
 "${@:-fmnist}"
