@@ -87,7 +87,7 @@ class filtered_stderr:
             return
         _flush_stderr()
         os.dup2(self._saved, 2)  # closes the pipe's last write end: the thread sees EOF
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=5)
         if not self._thread.is_alive():  # a child holding the pipe keeps it alive
             os.close(self._saved)
         self._saved = None
