@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import subprocess
 from typing import Any
 
 import larq as lq
@@ -15,6 +16,21 @@ import tensorflow as tf
 from pabt_tf.binary_layers import is_binary_quantizer
 from pabt_tf.graph import all_layers
 from pabt_tf.layers import PaBTLayer
+
+
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the checkout these programs run from, and whether it had
+    uncommitted changes (None outside a git checkout): a result says what made it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=30, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=root, capture_output=True, text=True, timeout=30,
+                                check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
 
 
 def abc_bases(config: dict[str, Any]) -> tuple[int, int]:

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from experiments.common import model_costs, write_json
+from experiments.common import code_version, model_costs, write_json
 from experiments.plots import plot_run
 from experiments.run_state import RunLock, RunProgress, backup_callback, finish
 from pabt_tf import models as zoo
@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Any] = dict(
     prune_end=0.4,
     prune_power=3.0,
     prune_frequency=None,
+    prune_order="convolution",
     target_per_layer=1,
     ranking="global",
     normalization="sum",
@@ -97,8 +98,10 @@ DEFAULTS: dict[str, Any] = dict(
 # One row per flag: (kind, help, extra); the default is always DEFAULTS[name].
 _FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "dataset": ("enum", "Data set.", {"enum_values": list(DATASETS)}),
-    "data_dir": ("string", "tfds data directory (cifar10, imagenet2012, cityscapes) or "
-                 "Fashion-MNIST IDX folder (default: Debian's).", {}),
+    "data_dir": ("string", "Data folder: Fashion-MNIST IDX files (default: Debian's); "
+                 "cifar10: class folders, cifar-10-batches-py pickles or a tfds directory; "
+                 "image_folder: train/<class>/*, test/<class>/*; imagenet2012, cityscapes: "
+                 "a tfds directory.", {}),
     "model": ("enum", "Zoo model.", {"enum_values": list(zoo.MODELS)}),
     "method": ("enum", "Binarization method.", {"enum_values": list(zoo.METHODS)}),
     "epochs": ("integer", "Training epochs.", {}),
@@ -120,6 +123,9 @@ _FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "prune_power": ("float", "Polynomial schedule power.", {}),
     "prune_frequency": ("integer", "Steps between pruning events (default: the schedule "
                         "span / 40, at least 1).", {}),
+    "prune_order": ("enum", "Which binary convs of a layer may go next: any by rank, or "
+                    "those of one activation base until it is empty.",
+                    {"enum_values": ["convolution", "activation_bases"]}),
     "target_per_layer": ("integer", "Binary convs each layer ends with (1 = BNN).", {}),
     "ranking": ("enum", "Pruning ranking.", {"enum_values": ["global", "layerwise"]}),
     "normalization": ("enum", "Global ranking: per-layer importance normalisation.",
@@ -528,6 +534,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
             mac_weighted=config["mac_weighted"],
             decay_steps=config["decay_steps"],
             budget=config["budget"],
+            order=config["prune_order"],
         )
         callbacks.append(pruning)
     recorder = EpochRecorder()
@@ -603,6 +610,8 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         "pruning_schedule": None if pruning is None else pruning.schedule.get_config(),
         "train_size": ds.train_size,
         "test_size": ds.test_size,
+        "normalization": None if ds.mean is None else {"mean": ds.mean, "std": ds.std},
+        "code": code_version(),
         "plot": plot_path,
         **model_costs(model),
     }
