@@ -122,8 +122,9 @@ def code_in_config(config) -> list[str]:
             shorts = {_short(class_name), _short(node.get("registered_name") or class_name)}
             spelled = "" if class_name in _FUNCTION_LAYERS else f" (class_name {class_name!r})"
             if shorts & set(_FUNCTION_LAYERS):
-                found.append(Finding(f"Lambda layer {name!r}", f"Keras' Lambda{spelled}: "
-                                     "loading or running it runs the Python function stored in the file"))
+                why = (f"Keras' Lambda{spelled}: loading or running it runs the Python "
+                       "function stored in the file")
+                found.append(Finding(f"Lambda layer {name!r}", why))
                 return  # its config holds the function: nothing more to learn inside
             if class_name == "__lambda__":
                 found.append(Finding("a Python lambda", "its bytecode is stored in the file"))
@@ -135,9 +136,9 @@ def code_in_config(config) -> list[str]:
             elif shorts & set(_TF_OP_LAYERS):
                 function = str(inner.get("function", ""))
                 if not _tf_function_is_pure(function):
-                    found.append(Finding(f"{_short(class_name)} layer {name!r} calling tf.{function}",
-                                         "a TensorFlow function outside the math namespaces "
-                                         "(file I/O, Python calls)"))  # fmt: skip
+                    what = f"{_short(class_name)} layer {name!r} calling tf.{function}"
+                    why = "a TensorFlow function outside the math namespaces (file I/O, Python calls)"
+                    found.append(Finding(what, why))
             module = node.get("module")
             if isinstance(module, str) and module.split(".")[0] not in _TRUSTED_MODULES:
                 found.append(Finding(f"{class_name} from module {module!r}, which loading imports",

@@ -76,9 +76,8 @@ class filtered_stderr:
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        self._thread = threading.Thread(
-            target=self._forward, args=(read_fd, self._saved), name="pabt-stderr-filter", daemon=True
-        )
+        self._thread = threading.Thread(target=self._forward, args=(read_fd, self._saved),
+                                        name="pabt-stderr-filter", daemon=True)  # fmt: skip
         self._thread.start()
         return self
 

@@ -69,7 +69,8 @@ def make_structured_cases(seed: int) -> list[tuple[str, bytes]]:
         cases.append((name, pack(model)))
     for i in range(150):
         shape = (rng.randint(1, 32), rng.randint(1, 8), rng.randint(1, 16))
-        cases.append((f"CONV_2D input/filter-input/filter channels {shape}", pack(conv_model(*shape))))
+        name = f"CONV_2D input/filter-input/filter channels {shape}"
+        cases.append((name, pack(conv_model(*shape))))
     valid = [pack(control_flow_model("IF", (1, 2))), pack(control_flow_model("WHILE", (3, 1))),
              pack(control_flow_model("CALL_ONCE", (1,))), pack(conv_model(8, 2, 4))]  # fmt: skip
     for i in range(200):
@@ -109,7 +110,8 @@ def main() -> None:
                 try:
                     interpreter = Interpreter(data, use_indirect_bgemm=indirect)
                     shapes, types = interpreter.input_shapes, interpreter.input_types
-                    if sum(np.prod(shape) for shape in shapes) <= 10**7:  # a corrupted shape may be huge
+                    # A corrupted (valid) shape may be huge.
+                    if sum(np.prod(shape) for shape in shapes) <= 10**7:
                         inputs = [np.zeros(shape, dtype) for shape, dtype in zip(shapes, types)]
                         interpreter.predict(inputs[0] if len(inputs) == 1 else inputs)
                     result["ran"] += "ok "

@@ -92,18 +92,20 @@ def control_flow_model(kind: str, indices: tuple):
         options.thenSubgraphIndex, options.elseSubgraphIndex = indices
         tensors = [_tensor("cond", [1], 0, schema.TensorType.BOOL), _tensor("x", [1], 0),
                    _tensor("y", [1], 0)]  # fmt: skip
-        main = _subgraph(tensors, [0, 1], [2], [_operator(0, [0, 1], [2], schema.BuiltinOptions.IfOptions, options)], "main")
+        op = _operator(0, [0, 1], [2], schema.BuiltinOptions.IfOptions, options)
+        main = _subgraph(tensors, [0, 1], [2], [op], "main")
     elif kind == "WHILE":
         options = schema.WhileOptionsT()
         options.condSubgraphIndex, options.bodySubgraphIndex = indices
         tensors = [_tensor("x", [1], 0), _tensor("y", [1], 0)]
-        main = _subgraph(tensors, [0], [1], [_operator(0, [0], [1], schema.BuiltinOptions.WhileOptions, options)], "main")
+        op = _operator(0, [0], [1], schema.BuiltinOptions.WhileOptions, options)
+        main = _subgraph(tensors, [0], [1], [op], "main")
     else:
         options = schema.CallOnceOptionsT()
         (options.initSubgraphIndex,) = indices
         tensors = [_tensor("x", [1], 0), _tensor("y", [1], 0)]
-        main = _subgraph(tensors, [0], [1], [_operator(0, [], [], schema.BuiltinOptions.CallOnceOptions, options),
-                                             _operator(1, [0], [1])], "main")  # fmt: skip
+        op = _operator(0, [], [], schema.BuiltinOptions.CallOnceOptions, options)
+        main = _subgraph(tensors, [0], [1], [op, _operator(1, [0], [1])], "main")
     zero = _tensor("zero", [1], 1)
     cond_tensors = [_tensor("x", [1], 0), zero, _tensor("c", [1], 0, schema.TensorType.BOOL)]
     condition = _subgraph(cond_tensors, [0], [2], [_operator(2, [0, 1], [2])], "less")
