@@ -38,14 +38,28 @@ class CliError(Exception):
 
 
 def run_cli(build_parser, run, argv: list[str] | None) -> int:
-    """Parse `argv`, call `run(args)`; a `CliError` becomes its message and exit code."""
+    """Parse `argv`, call `run(args)`; a `CliError` becomes its message and exit code.
+
+    While `run` works, TensorFlow's and absl's C++ INFO/WARNING lines and its known
+    start-up noise are dropped from stderr (`pabt_tf._stderr`), whenever they come (e.g.
+    grappler's lines when LCE falls back to its graph conversion under a file-size limit);
+    `TF_CPP_MIN_LOG_LEVEL=0` shows them.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CliError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code if err.code else EXIT_BAD_INPUT
+    args = build_parser().parse_args(argv)  # before the filter: --help needs no TensorFlow
+    quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"
+    with _native_logs_filtered() if quiet else contextlib.nullcontext():
+        try:
+            return run(args)
+        except CliError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.code if err.code else EXIT_BAD_INPUT
+
+
+def _native_logs_filtered():
+    from pabt_tf._stderr import filtered_stderr, is_native_noise
+
+    return filtered_stderr(is_native_noise)
 
 
 def check_count(value, arg: str, minimum: int = 1) -> None:

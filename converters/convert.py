@@ -16,7 +16,9 @@ limit) leaves an existing OUT as it was.
 
 Models whose config carries Python code (`Lambda` layers, see
 `converters.model_loading`) are refused before loading, in every format: the `.h5` and
-SavedModel loaders would run that code. `--unsafe` loads them anyway, for trusted files.
+SavedModel loaders would run that code. So are SavedModels without Keras metadata or with
+layers Keras would revive from the saved graph. `--unsafe` loads them anyway, for trusted
+files.
 
 Exit codes: 0 success; 1 a check failed (a binary convolution left float, verification
 failed) or OUT could not be written; 2 bad input (missing/unreadable model, a model
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--unsafe", action="store_true",
         help="load the model even if its config carries Python code (Lambda layers): "
         "loading runs that code. By default such models are refused in every format "
-        "(.h5 and SavedModel loaders would run it); use only for files you trust",
+        "(.h5 and SavedModel loaders would run it), and so are SavedModels without Keras "
+        "metadata or with layers Keras would revive from the saved graph (its functions "
+        "can run any TensorFlow op); use only for files you trust",
     )  # fmt: skip
     return parser
 

@@ -11,10 +11,19 @@ SavedModel's `keras_metadata.pb`) and lists what would run or import code:
 - `TFOpLambda` layers calling a TensorFlow function outside the math namespaces (file I/O,
   `py_function`, `raw_ops`...): plain `x + 1` on Keras tensors stays allowed;
 - references to Python modules other than Keras, TensorFlow, NumPy, Larq, LCE and
-  pabt_tf (the loaders import them).
+  pabt_tf (the loaders import them), and functions named by module outside Keras and
+  TensorFlow's math namespaces;
+- in a SavedModel, whatever Keras would revive from the saved graph rather than rebuild
+  from a config (the graph's functions can run any TensorFlow op, file writes included):
+  a SavedModel without Keras metadata, and layers of classes Keras does not know. A layer
+  revived all the same (its config did not rebuild) is refused after loading, before
+  the model runs.
 
-Plain models in every format load; `unsafe=True` (`pabt-convert --unsafe`) skips the
-inspection and turns Keras's safe mode off, for files the user trusts.
+Layers are recognised by what Keras resolves them to, in any spelling (`layers.Lambda`,
+module `tf_keras` or `keras.src...`, a registered name), and the containers wherever
+they start (an HDF5 user block, bytes prepended to a zip). Every refusal names the layer
+and why. Plain models in every format load; `unsafe=True` (`pabt-convert --unsafe`)
+skips the inspection and turns Keras's safe mode off, for files the user trusts.
 """
 
 from __future__ import annotations
@@ -36,6 +45,27 @@ _PURE_TF_NAMESPACES = ("math", "nn", "linalg", "__operators__", "image", "signal
                        "random", "sparse", "ragged", "dtypes", "quantization")  # fmt: skip
 _IMPURE_TF_FUNCTIONS = ("print", "py_function", "numpy_function", "load_op_library",
                         "load_library")  # fmt: skip
+# NumPy functions that read or write files (a config may name one as a layer's function).
+_NUMPY_FILE_FUNCTIONS = ("load", "save", "savez", "savez_compressed", "savetxt", "loadtxt",
+                         "genfromtxt", "fromfile", "memmap", "fromregex", "tofile")  # fmt: skip
+# Keras resolves a class by the last part of its name ("layers.Lambda", module "tf_keras",
+# "keras.src.layers.core.lambda_layer", registered name "keras.layers>Lambda"...), so every
+# spelling ends in one of these.
+_FUNCTION_LAYERS = ("Lambda",)
+_TF_OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
+# Metadata nodes of a SavedModel that Keras revives as layers or models.
+_SAVED_LAYER_NODES = ("_tf_keras_layer", "_tf_keras_input_layer", "_tf_keras_network",
+                      "_tf_keras_model", "_tf_keras_sequential", "_tf_keras_rnn_layer")  # fmt: skip
+
+
+class Finding(str):
+    """What in a model file would run code (the text compared by callers and tests), and
+    why (`.why`, for the refusal message)."""
+
+    def __new__(cls, text: str, why: str):
+        finding = super().__new__(cls, text)
+        finding.why = why
+        return finding
 
 
 def _tf_function_is_pure(name: str) -> bool:
@@ -43,11 +73,38 @@ def _tf_function_is_pure(name: str) -> bool:
     return head in _PURE_TF_NAMESPACES if rest else name not in _IMPURE_TF_FUNCTIONS
 
 
+def _short(name) -> str:
+    """The part of a class name Keras looks the class up by."""
+    return str(name).replace(">", ".").rsplit(".", 1)[-1]
+
+
+def _function_reference(node: dict) -> Finding | None:
+    """A function named by module and name (`{"class_name": "function", "module": ...,
+    "config": name}`): Keras imports the module and calls the function on tensors."""
+    module, name = node.get("module"), node.get("config")
+    if not isinstance(module, str) or not isinstance(name, str) or module == "builtins":
+        return None  # builtins: Keras looks the name up among its own functions only
+    root = module.split(".")[0]
+    path = f"{module}.{name}"
+    if root in ("keras", "tf_keras", "larq", "larq_compute_engine", "pabt_tf"):
+        return None
+    if root == "tensorflow" and _tf_function_is_pure(path.split(".", 1)[1]):
+        return None
+    if root == "numpy" and _short(path) not in _NUMPY_FILE_FUNCTIONS:
+        return None
+    return Finding(f"function {path}", "a function outside Keras and TensorFlow's math "
+                   "namespaces, which loading imports and running the model calls")
+
+
 def code_in_config(config) -> list[str]:
     """What in a Keras config (parsed JSON) would run or import code when loaded.
 
+    Classes are recognised by what Keras resolves them to (the last part of `class_name`
+    or `registered_name`, whatever the module), not by one spelling.
+
     # Returns
-        One description per finding (empty if none), e.g. `"Lambda layer 'lambda'"`.
+        One `Finding` (a `str` with a `.why`) per finding, empty if none, e.g.
+        `"Lambda layer 'lambda'"`.
     """
     found: list[str] = []
 
@@ -62,19 +119,32 @@ def code_in_config(config) -> list[str]:
         inner = node.get("config") if isinstance(node.get("config"), dict) else {}
         name = inner.get("name", node.get("name"))
         if isinstance(class_name, str):
-            short = class_name.rsplit(">", 1)[-1]
-            if short in ("Lambda", "__lambda__"):
-                found.append(f"Lambda layer {name!r}" if short == "Lambda" else "a Python lambda")
+            shorts = {_short(class_name), _short(node.get("registered_name") or class_name)}
+            spelled = "" if class_name in _FUNCTION_LAYERS else f" (class_name {class_name!r})"
+            if shorts & set(_FUNCTION_LAYERS):
+                why = (f"Keras' Lambda{spelled}: loading or running it runs the Python "
+                       "function stored in the file")
+                found.append(Finding(f"Lambda layer {name!r}", why))
                 return  # its config holds the function: nothing more to learn inside
-            if short in ("TFOpLambda", "SlicingOpLambda"):
+            if class_name == "__lambda__":
+                found.append(Finding("a Python lambda", "its bytecode is stored in the file"))
+                return
+            if class_name == "function":
+                reference = _function_reference(node)
+                if reference:
+                    found.append(reference)
+            elif shorts & set(_TF_OP_LAYERS):
                 function = str(inner.get("function", ""))
                 if not _tf_function_is_pure(function):
-                    found.append(f"{short} layer {name!r} calling tf.{function}")
+                    what = f"{_short(class_name)} layer {name!r} calling tf.{function}"
+                    why = "a TensorFlow function outside the math namespaces (file I/O, Python calls)"
+                    found.append(Finding(what, why))
             module = node.get("module")
             if isinstance(module, str) and module.split(".")[0] not in _TRUSTED_MODULES:
-                found.append(f"{class_name} from module {module!r}, which loading imports")
+                found.append(Finding(f"{class_name} from module {module!r}, which loading imports",
+                                     f"layer {name!r}: importing a module runs its code"))
         if node.get("function_type") == "lambda":
-            found.append("a Python function stored as bytecode")
+            found.append(Finding("a Python function stored as bytecode", "loading runs it"))
         for value in node.values():
             visit(value)
 
@@ -91,9 +161,10 @@ def _json(text, source: str):
         raise CliError(f"cannot read the model config in {source} ({err}).") from err
 
 
-def _saved_model_configs(path: str) -> list:
-    """The Keras metadata of a SavedModel: `keras_metadata.pb`, or (SavedModels written
-    before TF 2.5) the metadata inside `saved_model.pb`'s object graph."""
+def _saved_model_nodes(path: str) -> list[tuple[str, dict]]:
+    """`(identifier, metadata)` of the Keras objects of a SavedModel: `keras_metadata.pb`,
+    or (SavedModels written before TF 2.5) the metadata in `saved_model.pb`'s object
+    graph. Empty: no Keras metadata."""
     metadata_path = os.path.join(path, "keras_metadata.pb")
     if os.path.exists(metadata_path):
         from tf_keras.protobuf import saved_metadata_pb2
@@ -101,42 +172,89 @@ def _saved_model_configs(path: str) -> list:
         metadata = saved_metadata_pb2.SavedMetadata()
         with open(metadata_path, "rb") as f:
             metadata.ParseFromString(f.read())
-        return [_json(node.metadata, metadata_path) for node in metadata.nodes if node.metadata]
+        return [(node.identifier, _json(node.metadata, metadata_path))
+                for node in metadata.nodes if node.metadata]  # fmt: skip
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         saved.ParseFromString(f.read())
     return [
-        _json(node.user_object.metadata, path)
+        (node.user_object.identifier, _json(node.user_object.metadata, path))
         for graph in saved.meta_graphs
         for node in graph.object_graph_def.nodes
         if node.WhichOneof("kind") == "user_object" and node.user_object.metadata
     ]
 
 
+_GRAPH_FUNCTIONS = ("whose functions can run any TensorFlow op (file writes included) and "
+                    "cannot be inspected")  # fmt: skip
+_FROM_GRAPH = f"it would be revived from the SavedModel's graph, {_GRAPH_FUNCTIONS}"
+
+
+def _code_in_saved_model(path: str) -> list[str]:
+    """`code_in_config` over the Keras metadata, plus what Keras would revive from the
+    saved graph instead of rebuilding from a config: the whole model if there is no Keras
+    metadata, else every layer of a class Keras does not know."""
+    nodes = _saved_model_nodes(path)
+    if not nodes:
+        return [Finding("a SavedModel without Keras metadata (no keras_metadata.pb)",
+                        "its layers " + _FROM_GRAPH.replace("it would", "would"))]  # fmt: skip
+    from tf_keras.src.layers import serialization
+    from tf_keras.src.saving import object_registration
+
+    serialization.populate_deserializable_objects()
+    found = code_in_config([metadata for _, metadata in nodes])
+    for identifier, metadata in nodes:
+        class_name = metadata.get("class_name")
+        if identifier in _SAVED_LAYER_NODES and isinstance(class_name, str):
+            known = object_registration.get_registered_object(
+                class_name, None, serialization.LOCAL.ALL_OBJECTS
+            )
+            if known is None:
+                found.append(Finding(f"layer {metadata.get('name')!r} of class {class_name!r}, "
+                                     "which Keras does not know", _FROM_GRAPH))  # fmt: skip
+    return list(dict.fromkeys(found))
+
+
+def _hdf5_offset(path: str) -> int | None:
+    """Where the HDF5 signature is: HDF5 allows a user block before it, so the superblock
+    is at byte 0, 512, 1024, 2048... (powers of two from 512), and readers search there."""
+    size = os.path.getsize(path)
+    offsets = [0] + [512 << k for k in range(64) if (512 << k) + 8 <= size]
+    with open(path, "rb") as f:
+        for offset in offsets:
+            f.seek(offset)
+            if f.read(8) == _HDF5_SIGNATURE:
+                return offset
+    return None
+
+
 def code_in_model(path: str) -> list[str]:
-    """`code_in_config` over the config a `.keras`, `.h5` or SavedModel stores.
+    """`code_in_config` over the config a `.keras`, `.h5` or SavedModel stores, wherever
+    the container starts: a zip is found by its central directory (at the end, whatever
+    is prepended), an HDF5 file by its signature at any user-block offset. A file that is
+    both is inspected as both.
 
     # Raises
         CliError: the file claims a format whose config cannot be read.
     """
     if os.path.isdir(path):
-        return code_in_config(_saved_model_configs(path))
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
+        return _code_in_saved_model(path)
+    found: list[str] = []
+    if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                return []  # not a Keras archive; Keras will say so
-            return code_in_config(_json(archive.read("config.json"), path))
-    if head == _HDF5_SIGNATURE:
+            # Every entry of that name: a zip may repeat one (Keras reads the last).
+            for info in archive.infolist():
+                if info.filename == "config.json":
+                    found += code_in_config(_json(archive.read(info), path))
+    if _hdf5_offset(path) is not None:
         import h5py
 
         with h5py.File(path, "r") as f:
             config = f.attrs.get("model_config")
-        return [] if config is None else code_in_config(_json(config, path))
-    return []
+        found += [] if config is None else code_in_config(_json(config, path))
+    return list(dict.fromkeys(found))
 
 
 def load_keras_model(path: str, unsafe: bool = False):
@@ -167,8 +285,9 @@ def load_keras_model(path: str, unsafe: bool = False):
         except Exception as err:  # h5py, zipfile and protobuf each raise their own types
             raise CliError(f"cannot read model {path!r} ({type(err).__name__}: {err}).") from err
         if found:
+            reasons = "; ".join(f"{f} ({f.why})" if getattr(f, "why", "") else f for f in found)
             raise CliError(
-                f"model {path!r} carries code that loading it would run: {'; '.join(found)}. "
+                f"model {path!r} carries code that loading it would run: {reasons}. "
                 "Refusing to load it. If you trust the file, pass --unsafe."
             )
     try:
@@ -184,7 +303,21 @@ def load_keras_model(path: str, unsafe: bool = False):
             f"{path!r} loaded as {type(model).__name__}, not a Keras model; save it with "
             "model.save(...)."
         )
+    revived = [layer.name for layer in model._flatten_layers() if _revived(layer)]
+    if revived and not unsafe:
+        raise CliError(
+            f"model {path!r} carries code that running it would run: layers {revived} were "
+            f"revived from the SavedModel's graph ({_GRAPH_FUNCTIONS}), as their "
+            "configs did not rebuild them. Refusing to convert it. If you trust the file, "
+            "pass --unsafe."
+        )
     return model
+
+
+def _revived(layer) -> bool:
+    """A layer Keras revived from a SavedModel's graph (`RevivedLayer`, `RevivedNetwork`,
+    ...), not rebuilt from its config."""
+    return any(cls.__name__.startswith("Revived") for cls in type(layer).__mro__)
 
 
 def _safe_mode(enabled: bool):

@@ -10,9 +10,9 @@ to: the loader's module name (`tensorflow.keras`) says nothing until then.
 from __future__ import annotations
 
 import os
-import re
 import sys
-import tempfile
+
+from pabt_tf._stderr import filtered_stderr, is_startup_noise
 
 _FIX = (
     "pabt_tf needs tf.keras to be Keras 2 (the `tf-keras` package). Set the environment "
@@ -24,43 +24,53 @@ _FIX = (
 _TRUE = ("true", "True", "1")
 
 
-# Lines TensorFlow's C++ runtime writes straight to file descriptor 2 while it is imported
-# on a machine without a GPU (CUDA plugin registration, XLA linkage): absl prints them
-# before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot hide them.
-_STARTUP_NOISE = re.compile(
-    r"Unable to register cu(FFT|DNN|BLAS) factory|computation placer already registered"
-    r"|All log messages before absl::InitializeLog|Could not find cuda drivers"
-    r"|oneDNN custom operations are on|cpu_feature_guard|To enable the following instructions"
-    r"|failed call to cuInit"
-)
-
-
 def import_tensorflow_quietly():
-    """`import tensorflow`, dropping only its known start-up noise from stderr.
+    """`import tensorflow` and find its devices, dropping only their known noise from stderr.
 
-    Everything else TensorFlow writes while importing (warnings, errors) is passed on
-    unchanged and in order; an exception still propagates.
+    TensorFlow prints CUDA plugin registration lines while it is imported, and the
+    CUDA-capable `tensorflow` wheel prints `failed call to cuInit` the first time devices
+    are listed (on a machine without a GPU): both happen here, inside the filter
+    (`pabt_tf._stderr`, a pipe: file-size limits cannot break it). Listing the physical
+    devices does not start TensorFlow's runtime (`tf.config` settings stay open), but
+    `CUDA_VISIBLE_DEVICES` must be set before pabt_tf is imported. Everything else
+    TensorFlow writes (warnings, errors) is passed on unchanged and in order; an exception
+    still propagates.
     """
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", "replace")
-            kept = [line for line in text.splitlines(True) if not _STARTUP_NOISE.search(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+    _find_tempdir_under_a_zero_file_size_limit()
+    with filtered_stderr(is_startup_noise):
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()
     return tensorflow
+
+
+def _find_tempdir_under_a_zero_file_size_limit() -> None:
+    """Python's `tempfile` picks its directory by writing a few bytes in each candidate;
+    under `ulimit -f 0` that fails everywhere, and `import tensorflow` (absl's test helpers
+    ask for the directory) dies with "No usable temporary directory". An empty file can
+    still be created: choose the first candidate that takes one, as `tempfile` would."""
+    import tempfile
+
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return
+    if tempfile.tempdir is not None or soft == resource.RLIM_INFINITY or soft >= 1024:
+        return
+    for directory in tempfile._candidate_tempdir_list():
+        try:
+            fd, path = tempfile.mkstemp(dir=directory)
+        except OSError:
+            continue
+        os.close(fd)
+        os.unlink(path)
+        tempfile.tempdir = os.path.abspath(directory)
+        return
 
 
 def keras_flavour() -> str:

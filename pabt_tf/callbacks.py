@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +32,8 @@ from pabt_tf.training import PaBTModel
 __all__ = ["PaBTPruningCallback", "RANKINGS", "NORMALIZATIONS", "ORDERS", "MISSING_IMPORTANCE"]
 
 MISSING_IMPORTANCE = ("error", "skip")
+# Every callback whose training began: two driving one model in one `fit` are refused.
+_STARTED: "weakref.WeakSet[PaBTPruningCallback]" = weakref.WeakSet()
 
 
 class PaBTPruningCallback(tf.keras.callbacks.Callback):
@@ -109,7 +112,8 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
 
     # Raises
         ValueError: on invalid arguments (at construction); at `on_train_begin` if the
-            model has no (built) PaBT layers, or the target or budget cannot be met
+            model has no (built) PaBT layers, is already driven by another
+            `PaBTPruningCallback` in the same `fit`, or the target or budget cannot be met
             (`target_per_layer` larger than a layer's `M·N`, budget out of range); at a
             pruning event with `on_missing_importance="error"`, if a layer to rank has
             no importance measured.
@@ -200,6 +204,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         return cls(**config)
 
     def on_train_begin(self, logs=None):
+        self._refuse_a_second_callback()
         layers = pabt_layers(self.model)
         if not layers:
             raise ValueError(
@@ -249,6 +254,25 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         # (possibly listed after this callback) restores them in its on_train_begin.
         if self.log_dir is not None and self._should_write():
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pabt"))
+
+    def _refuse_a_second_callback(self) -> None:
+        """Two callbacks in one `fit` would each run their schedule on the same masks, and
+        the later one's target would silently break. Keras gives the callbacks of one
+        `fit` the same `params` dict; a callback of an earlier (even interrupted) `fit`
+        has another, so it does not count."""
+        params = getattr(self, "params", None)
+        for other in list(_STARTED) if params is not None else []:
+            same_fit = getattr(other, "params", None) is params and other.model is self.model
+            if other is not self and same_fit:
+                raise ValueError(
+                    f"PaBTPruningCallback: model {self.model.name!r} is already driven by "
+                    f"another PaBTPruningCallback in this fit (target_per_layer="
+                    f"{other.target_per_layer}, budget={other.budget}); this one "
+                    f"(target_per_layer={self.target_per_layer}, budget={self.budget}) would "
+                    "prune the same layers on its own schedule and break the other's target. "
+                    "Pass one PaBTPruningCallback per fit."
+                )
+        _STARTED.add(self)
 
     def _should_write(self) -> bool:
         # Only the chief writes summaries (MultiWorkerMirroredStrategy).

@@ -2,6 +2,11 @@
 flatbuffer, each validated, and run in LCE's interpreter only if validation passed.
 
     python tests/_flatbuffer_fuzz_worker.py FLATBUFFER SEED START
+    python tests/_flatbuffer_fuzz_worker.py --structured SEED START
+
+The second form fuzzes models built from the schema instead (`make_structured_cases`):
+control flow naming random subgraphs (self-references, cycles) and convolutions with
+random channel counts (grouped ones), each also with random byte corruptions.
 
 Prints one JSON line before each case (`{"start": i}`, so a crash names its case) and one
 after (`{"done": i, "verdict": "pass" | "reject", "message": ..., "ran": ...}`).
@@ -42,6 +47,40 @@ def make_cases(flatbuffer: bytes, seed: int) -> list[tuple[str, bytes]]:
     return cases
 
 
+def make_structured_cases(seed: int) -> list[tuple[str, bytes]]:
+    """IF / WHILE / CALL_ONCE naming random subgraphs (in range, out of range, themselves,
+    each other) and CONV_2D with random input, filter-input and filter channel counts;
+    plus random byte corruptions of valid ones. Deterministic in `seed`."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _tflite_builders import control_flow_model, conv_model, pack
+
+    rng = random.Random(seed)
+    cases = []
+    arity = {"IF": 2, "WHILE": 2, "CALL_ONCE": 1}
+    for i in range(150):
+        kind = rng.choice(sorted(arity))
+        indices = tuple(rng.choice((-1, 0, 0, 1, 2, 3, 3, 4)) for _ in range(arity[kind]))
+        model = control_flow_model(kind, indices)
+        name = f"{kind} naming subgraphs {indices}"
+        if rng.random() < 0.4:  # a callee that calls back: mutual recursion, or a chain
+            callee = rng.randrange(1, 4)
+            model.subgraphs[callee] = control_flow_model(kind, indices).subgraphs[0]
+            name += f", subgraph {callee} a copy of subgraph 0"
+        cases.append((name, pack(model)))
+    for i in range(150):
+        shape = (rng.randint(1, 32), rng.randint(1, 8), rng.randint(1, 16))
+        name = f"CONV_2D input/filter-input/filter channels {shape}"
+        cases.append((name, pack(conv_model(*shape))))
+    valid = [pack(control_flow_model("IF", (1, 2))), pack(control_flow_model("WHILE", (3, 1))),
+             pack(control_flow_model("CALL_ONCE", (1,))), pack(conv_model(8, 2, 4))]  # fmt: skip
+    for i in range(200):
+        data = bytearray(rng.choice(valid))
+        for _ in range(rng.choice((1, 2, 4))):
+            data[rng.randrange(8, len(data))] = rng.randrange(256)
+        cases.append((f"random bytes of a valid model #{i}", bytes(data)))
+    return cases
+
+
 def main() -> None:
     path, seed, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -51,8 +90,11 @@ def main() -> None:
     from larq_compute_engine.tflite.python.interpreter import Interpreter
     from pabt_tf.flatbuffer_guard import MalformedFlatbufferError, check_flatbuffer
 
-    with open(path, "rb") as f:
-        cases = make_cases(f.read(), seed)
+    if path == "--structured":
+        cases = make_structured_cases(seed)
+    else:
+        with open(path, "rb") as f:
+            cases = make_cases(f.read(), seed)
     for i in range(start, len(cases)):
         name, data = cases[i]
         print(json.dumps({"start": i, "name": name}), flush=True)
@@ -67,9 +109,11 @@ def main() -> None:
             for indirect in (False, True):
                 try:
                     interpreter = Interpreter(data, use_indirect_bgemm=indirect)
-                    shape = interpreter.input_shapes[0]
-                    if np.prod(shape) <= 10**7:  # a corrupted (valid) shape may be huge
-                        interpreter.predict(np.zeros(shape, np.float32))
+                    shapes, types = interpreter.input_shapes, interpreter.input_types
+                    # A corrupted (valid) shape may be huge.
+                    if sum(np.prod(shape) for shape in shapes) <= 10**7:
+                        inputs = [np.zeros(shape, dtype) for shape, dtype in zip(shapes, types)]
+                        interpreter.predict(inputs[0] if len(inputs) == 1 else inputs)
                     result["ran"] += "ok "
                 except Exception as err:  # LCE refusing cleanly is fine; crashing is not
                     result["ran"] += f"{type(err).__name__} "

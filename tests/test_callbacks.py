@@ -319,6 +319,31 @@ def test_errors_at_train_begin():
     assert [layer.active_binary_convs for layer in pabt.pabt_layers(model)] == [4, 4]
 
 
+def test_a_second_callback_on_the_same_fit_is_refused():
+    """Issue 20, item 3: targets 1 and 2 on one model would each run their schedule on the
+    same masks (the layers ended with 1, the second target silently broken)."""
+    model = _dense_model(pabt.PaBTModel)
+    model.compile(tf.keras.optimizers.SGD(0.01), "mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 8)), rng.normal(size=(8, 4))
+    first = pabt.PaBTPruningCallback(schedules.OneShot(10), target_per_layer=1)
+    second = pabt.PaBTPruningCallback(schedules.OneShot(2), target_per_layer=2)
+    with pytest.raises(ValueError) as info:
+        model.fit(x, y, batch_size=1, verbose=0, callbacks=[first, second])
+    message = str(info.value)
+    assert "already driven by another PaBTPruningCallback in this fit" in message
+    assert "(target_per_layer=1, budget=None); this one (target_per_layer=2" in message
+    # Refused before any training step or pruning event.
+    assert [layer.active_binary_convs for layer in pabt.pabt_layers(model)] == [4, 4]
+    assert int(model._train_counter.numpy()) == 0 and first.events == second.events == []
+    # One callback per fit works, also one that took part in the refused fit (8 steps a
+    # fit: the second prunes at step 2, the first at step 10).
+    model.fit(x, y, batch_size=1, verbose=0, callbacks=[second])
+    assert [layer.active_binary_convs for layer in pabt.pabt_layers(model)] == [2, 2]
+    model.fit(x, y, batch_size=1, verbose=0, callbacks=[first])
+    assert [layer.active_binary_convs for layer in pabt.pabt_layers(model)] == [1, 1]
+
+
 def test_activation_bases_order_in_fit_empties_bases_and_skips_their_convolution(fmnist_small):
     x, y, _, _ = fmnist_small
     model = tiny_fmnist_net(bases=(3, 3), channels=(8, 8, 16))

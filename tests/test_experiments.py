@@ -3,6 +3,7 @@ accounting and the comparison table."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,10 @@ def test_quickstart_end_to_end_reduced(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # A quiet start (`make demo`): no TensorFlow/absl C++ log line, not even the CUDA
+    # wheel's "failed call to cuInit" on a machine without a GPU.
+    native = r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|^\d{4}-\d\d-\d\d [\d:.]+: [IWEF] |cuInit|absl::"
+    assert not re.search(native, proc.stderr, re.M), proc.stderr[-3000:]
     for name in ("model.tflite", "model.keras", "pruning.png", "history.json", "results.json"):
         assert (out / name).stat().st_size > 0, name
     assert any((out / "checkpoints").iterdir()) and any((out / "tensorboard").iterdir())

@@ -19,7 +19,7 @@ from pabt_tf.export.check import check_operators
 from pabt_tf.export.flatbuffer import count_operators, operator_list
 from pabt_tf.export.precision import check_finite_weights, float32_model, float32_scope
 from pabt_tf.export.strip import strip_pabt
-from pabt_tf.export.verification import VerificationResult, verify
+from pabt_tf.export.verification import VerificationResult, remember_converted, verify
 from pabt_tf.layers import pabt_layers
 from pabt_tf.costs import mean_binary_convs
 
@@ -46,6 +46,7 @@ def _convert_recording_warnings(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # record every one, even if shown before
         flatbuffer = lce.convert_keras_model(stripped, **lce_options)
+    remember_converted(flatbuffer)  # made here: `verify` need not probe it in a child
     messages = dict.fromkeys(f"LCE: {w.category.__name__}: {w.message}" for w in caught)
     return flatbuffer, list(messages)
 

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import platform
 
 import numpy as np
 import tensorflow as tf
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-from pabt_tf.flatbuffer_guard import check_flatbuffer
+from pabt_tf.flatbuffer_guard import check_flatbuffer, probe_in_subprocess
 
-__all__ = ["verify", "VerificationResult", "default_indirect_bgemm"]
+__all__ = ["verify", "VerificationResult", "default_indirect_bgemm", "remember_converted"]
+
+# SHA-256 digests of the flatbuffers `convert` produced in this process (the newest ones):
+# `verify` runs those in-process at once and probes any other in a child process first.
+_CONVERTED: "collections.OrderedDict[bytes, None]" = collections.OrderedDict()
+_CONVERTED_KEPT = 4096
+
+
+def _digest(flatbuffer) -> bytes:
+    return hashlib.sha256(flatbuffer).digest()
+
+
+def remember_converted(flatbuffer: bytes) -> None:
+    """Record that this process's LCE converter produced `flatbuffer` (`convert` calls
+    it): `verify` need not probe those bytes in a child process."""
+    digest = _digest(flatbuffer)
+    _CONVERTED[digest] = None
+    _CONVERTED.move_to_end(digest)
+    while len(_CONVERTED) > _CONVERTED_KEPT:
+        _CONVERTED.popitem(last=False)
 
 
 def default_indirect_bgemm() -> bool:
@@ -65,6 +86,7 @@ def verify(
     num_threads: int = 1,
     use_indirect_bgemm: bool | None = None,
     batch_size: int = 64,
+    probe: bool | None = None,
 ) -> VerificationResult:
     """Run `flatbuffer` with LCE's Python interpreter and `model` with Keras; compare.
 
@@ -77,22 +99,35 @@ def verify(
         use_indirect_bgemm: LCE's indirect-BGEMM bconv kernels (same outputs); default
             on x86, where LCE's default kernels are slow.
         batch_size: Keras batch size.
+        probe: load the flatbuffer and run one inference in a child process before this
+            process does (`pabt_tf.flatbuffer_guard.probe_in_subprocess`), so that a file
+            that crashes LCE's interpreter in a way the checks cannot see raises instead of
+            killing the caller. `None` (default): probe unless `convert` produced these
+            bytes in this process; `True`: always; `False`: never (bytes you vouch for).
+            A probe starts a Python process that loads only LCE's interpreter: about
+            0.2-0.3 s on a small model (README).
 
     # Returns
         A `VerificationResult`.
 
     # Raises
         MalformedFlatbufferError: (a `ValueError`) `flatbuffer` is not a well-formed TFLite
-            flatbuffer (truncated, corrupted): checked before LCE's interpreter, which
-            does not verify its input and would crash the process.
+            flatbuffer (truncated, corrupted), or the probe's interpreter crashed on it or
+            refused it: checked before LCE's interpreter runs it in this process, which
+            does not verify its input and would crash.
         ValueError: on empty inputs or inputs whose shape does not match the flatbuffer.
     """
     check_flatbuffer(flatbuffer, "`flatbuffer`")
     inputs = np.asarray(inputs, np.float32)
     if inputs.ndim < 1 or len(inputs) == 0:
         raise ValueError("`inputs` must hold at least one sample (leading batch axis).")
+    if probe not in (None, True, False):
+        raise ValueError(f"`probe` must be None, True or False, got {probe!r}.")
     if use_indirect_bgemm is None:
         use_indirect_bgemm = default_indirect_bgemm()
+    if probe or (probe is None and _digest(flatbuffer) not in _CONVERTED):
+        settings = dict(num_threads=num_threads, use_indirect_bgemm=bool(use_indirect_bgemm))
+        probe_in_subprocess(flatbuffer, "`flatbuffer`", [settings])
     interpreter = Interpreter(
         bytes(flatbuffer), num_threads=num_threads, use_indirect_bgemm=use_indirect_bgemm
     )

@@ -13,10 +13,13 @@ and the process dies with SIGSEGV. `check_flatbuffer` rejects such bytes first, 
    reader would follow lies inside the data (what the flatbuffers verifier checks);
 3. **references and data** (`references`): operator code, tensor, buffer and subgraph
    indices in range, known tensor types, shapes of sane size, constant data of exactly
-   the size its shape and type need, consistent quantization parameters, and a dataflow
-   in which every operator reads tensors written before it and nothing is written twice;
+   the size its shape and type need, consistent quantization parameters, a dataflow
+   in which every operator reads tensors written before it and nothing is written twice,
+   and no cycle of subgraph calls (IF, WHILE, CALL_ONCE... naming a subgraph that leads
+   back to itself: the interpreter would recurse until SIGSEGV);
 4. **operators** (`operators`): what kernels read without checking: the options windowed
-   operators divide by, LCE's flexbuffer options (decoded in bounds), the inputs LCE
+   operators divide by, convolution channels that split into groups (else SIGFPE),
+   LCE's flexbuffer options (decoded in bounds), the inputs LCE
    dereferences, and stored output shapes that agree with the ones the kernels compute
    (the checks of later operators rely on them);
 5. **TF Lite's own verifier** (`structure`; `tf.lite.Interpreter(model_content=...)` runs
@@ -26,7 +29,8 @@ and the process dies with SIGSEGV. `check_flatbuffer` rejects such bytes first, 
 TF Lite's builtin kernels (the copy inside LCE) may still crash on odd yet well-formed
 values of operators these checks do not model. A tool about to run an untrusted file
 in-process can call `probe_in_subprocess` (`probe`) after `check_flatbuffer`: it loads the
-file and runs one inference in a child process, and turns a crash into the same error.
+file and runs one inference in a child process, and turns a crash into the same error
+(`pabt_tf.verify` does so for every flatbuffer `convert` did not make in the process).
 """
 
 from __future__ import annotations

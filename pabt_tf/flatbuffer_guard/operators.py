@@ -106,10 +106,25 @@ def _check_2d_window_shapes(checker, where: str, name: str, options, op, tensors
         if len(w) != 4:
             checker.fail(where, f"filter shape {w}, expected 4-D")
         kernel, channels = (w[1], w[2]), (w[0] if name == "CONV_2D" else w[3])
+        if name == "CONV_2D":
+            _check_groups(checker, where, x, w)
     dilations = (getattr(options, "dilationHFactor", 1), getattr(options, "dilationWFactor", 1))
     window = list(zip(kernel, (options.strideH, options.strideW), dilations))
     same = options.padding == checker.schema.Padding.SAME
     _expect_window_output(checker, where, x, window, same, channels, tensor_shape(tensors[outputs[0]]))
+
+
+def _check_groups(checker, where: str, x: list, w: list) -> None:
+    """TF Lite runs a CONV_2D whose filter has fewer input channels than its input as a
+    grouped convolution of `x[3] / w[3]` groups, and divides the filters among them: a
+    group count that does not divide the filter count divides by zero (SIGFPE)."""
+    if x[3] % w[3]:
+        checker.fail(where, f"input of {x[3]} channels is not a multiple of the filter's "
+                            f"{w[3]} input channels (filter shape {w})")  # fmt: skip
+    groups = x[3] // w[3]
+    if w[0] % groups:
+        checker.fail(where, f"{w[0]} filters cannot be split into the {groups} groups of an "
+                            f"input of {x[3]} channels and a filter of {w[3]}")  # fmt: skip
 
 
 def _strict_flexbuffer_value(raw: bytes):

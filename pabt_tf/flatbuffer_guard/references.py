@@ -51,8 +51,10 @@ class Checker:
         for i, buffer in enumerate(self.buffers):
             self.check_buffer(i, buffer)
         self.codes = [self.opcode_name(i, c) for i, c in enumerate(model.operatorCodes or [])]
+        self.calls: dict[int, list] = {}  # subgraph -> [(operator, name, key, subgraph)]
         for s, graph in enumerate(model.subgraphs):
             self.check_subgraph(s, graph)
+        self.check_call_cycles()
         for k, signature in enumerate(model.signatureDefs or []):
             self.check_signature(k, signature)
 
@@ -148,6 +150,11 @@ class Checker:
         operators = graph.operators or []
         for o, op in enumerate(operators):
             self.check_operator(f"{where}, operator {o}", op, tensors)
+            for options in (op.builtinOptions, op.builtinOptions2):
+                self.calls.setdefault(s, []).extend(
+                    (o, self.codes[op.opcodeIndex], key, index)
+                    for key, index in self.subgraph_references(options)
+                )
         self.check_dataflow(where, tensors, inputs, outputs, operators)
 
     def check_dataflow(self, where: str, tensors: list, inputs: list, outputs: list, operators: list):
@@ -222,11 +229,47 @@ class Checker:
             except UnicodeDecodeError:
                 self.fail(where, f"name {name!r} is not UTF-8 text")
 
-    def check_subgraph_references(self, where: str, options) -> None:
-        # Control flow (IF, WHILE, CALL_ONCE, StableHLO regions) names subgraphs by index.
+    @staticmethod
+    def subgraph_references(options) -> list[tuple[str, int]]:
+        """`(option, subgraph index)` of every option naming a subgraph: control flow (IF,
+        WHILE, CALL_ONCE, CALL) and StableHLO regions (bodies, branches, comparators)."""
+        found = []
         for key, value in (vars(options) if options is not None else {}).items():
             if "ubgraph" not in key:
                 continue
-            for index in value if isinstance(value, (list, tuple)) or hasattr(value, "shape") else [value]:
-                if not 0 <= int(index) < len(self.model.subgraphs):
-                    self.fail(where, f"{key} {int(index)} is not a subgraph")
+            many = isinstance(value, (list, tuple)) or hasattr(value, "shape")
+            found += [(key, int(index)) for index in (value if many else [value])]
+        return found
+
+    def check_subgraph_references(self, where: str, options) -> None:
+        for key, index in self.subgraph_references(options):
+            if not 0 <= index < len(self.model.subgraphs):
+                self.fail(where, f"{key} {index} is not a subgraph")
+
+    def check_call_cycles(self) -> None:
+        """No subgraph may (through others) run itself: TF Lite's control-flow kernels
+        prepare and invoke the subgraphs they name recursively, with no depth limit, so a
+        cycle recurses until the stack overflows (SIGSEGV)."""
+        done: set[int] = set()
+        for root in range(len(self.model.subgraphs)):
+            if root in done:
+                continue
+            path, calls = [root], [iter(self.calls.get(root, []))]  # depth-first, no recursion
+            on_path = {root}
+            while path:
+                step = next(calls[-1], None)
+                if step is None:
+                    done.add(path[-1])
+                    on_path.discard(path.pop())
+                    calls.pop()
+                    continue
+                o, name, key, callee = step
+                if callee in on_path:
+                    cycle = " -> ".join(map(str, path[path.index(callee):] + [callee]))
+                    self.fail(f"subgraph {path[-1]}, operator {o} ({name})",
+                              f"{key} {callee} closes a cycle of subgraph calls ({cycle}): "
+                              "running it would recurse without end")  # fmt: skip
+                if callee not in done:
+                    path.append(callee)
+                    on_path.add(callee)
+                    calls.append(iter(self.calls.get(callee, [])))
