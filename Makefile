@@ -33,7 +33,7 @@ $(DATA):
 	$(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist
 
 demo: setup
-	$(PY) -m experiments.quickstart
+	$(VENV)/bin/pabt-quickstart
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -69,7 +69,7 @@ setup(
     license="Apache-2.0",
     license_files=["LICENSE"],
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["pabt_tf", "pabt_tf.*", "converters", "experiments"]),
+    packages=find_packages(include=["pabt_tf", "pabt_tf.*"]),
     package_data={"pabt_tf": ["py.typed"]},
     include_package_data=False,
     zip_safe=False,
@@ -77,9 +77,9 @@ setup(
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
-            "pabt-convert=converters.convert:main",
-            "pabt-benchmark=converters.benchmark:main",
-            "pabt-quickstart=experiments.quickstart:main",
+            "pabt-convert=pabt_tf.cli.convert:main",
+            "pabt-benchmark=pabt_tf.cli.benchmark:main",
+            "pabt-quickstart=pabt_tf.cli.quickstart:main",
         ]
     },
     classifiers=[

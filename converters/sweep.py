@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
-from converters.benchmark import host_latencies, paired_ratio
-from converters.cli import EXIT_CHECK_FAILED, EXIT_OK, CliError
+from pabt_tf.cli.benchmark import host_latencies, paired_ratio
+from pabt_tf.cli.common import EXIT_CHECK_FAILED, EXIT_OK, CliError
 
 __all__ = ["time_sweep", "format_sweep", "load_text", "run_k_sweep"]
 
@@ -119,8 +119,8 @@ def format_sweep(rows: Sequence[dict]) -> str:
 def run_k_sweep(args) -> int:
     """`--k-sweep`: the Keras model next to the flatbuffer, converted per k and mask
     pattern (fused and unfused) and timed against its k = 1 network on this host."""
-    from converters.benchmark import _keras_model_path
-    from converters.model_loading import load_keras_model
+    from pabt_tf.cli.benchmark import _keras_model_path
+    from pabt_tf.cli.model_loading import load_keras_model
     from pabt_tf.export import PATTERNS, ConversionError, k_sweep
 
     bad = [p for p in args.patterns if p not in PATTERNS]

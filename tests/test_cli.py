@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import pabt_tf as pabt
-from converters import benchmark, convert
+from pabt_tf.cli import benchmark, convert
 from pabt_tf.export import operator_counts
 from test_export import BNN_MASKS, MIXED_MASKS, build_small_pabt_model, set_masks, train_few_steps
 

@@ -8,7 +8,7 @@ runs the flatbuffer in LCE's Python interpreter with both LCE's default binary k
 and the indirect-BGEMM kernels (the fast ones on x86), and reports the median of
 repeated single-sample runs. Baselines are measured in the same run, interleaved round by
 round with the model (the machine may be shared): the *float twin* and the *Larq twin*
-(`converters.twins`) of the Keras model the flatbuffer came from, found with
+(`pabt_tf.cli.twins`) of the Keras model the flatbuffer came from, found with
 `--keras-model PATH` or, by default, next to the flatbuffer as `<OUT>.keras`
 (`pabt-convert model.keras model.tflite` leaves both side by side).
 
@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from converters.cli import EXIT_OK, CliError, check_count, read_flatbuffer, run_cli
+from pabt_tf.cli.common import EXIT_OK, CliError, check_count, read_flatbuffer, run_cli
 
 __all__ = [
     "Latency",
@@ -508,8 +508,8 @@ def build_twins(args, flatbuffer: bytes) -> dict[str, bytes]:
 
     import larq_compute_engine as lce
 
-    from converters.model_loading import load_keras_model
-    from converters.twins import binary_layer_count, float_twin, larq_twin
+    from pabt_tf.cli.model_loading import load_keras_model
+    from pabt_tf.cli.twins import binary_layer_count, float_twin, larq_twin
 
     model = load_keras_model(path, unsafe=args.unsafe)
     if binary_layer_count(model) == 0:
@@ -623,7 +623,7 @@ def run(args) -> int:
         args.flatbuffer, "flatbuffer", probe_settings=[_KERNEL_SETTINGS[k] for k in kernels]
     )
     if args.k_sweep:
-        from converters.sweep import run_k_sweep
+        from converters.sweep import run_k_sweep  # merged into pabt_tf next
 
         return run_k_sweep(args)
     twins = build_twins(args, flatbuffer)

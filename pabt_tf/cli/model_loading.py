@@ -24,7 +24,7 @@ import os
 import warnings
 import zipfile
 
-from converters.cli import CliError
+from pabt_tf.cli.common import CliError
 
 __all__ = ["code_in_config", "code_in_model", "load_keras_model"]
 

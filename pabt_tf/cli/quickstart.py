@@ -1,6 +1,6 @@
 """The whole PaBT flow in one command, on Fashion-MNIST, in a few minutes on a laptop CPU.
 
-    python -m experiments.quickstart          # or: pabt-quickstart
+    pabt-quickstart          # or, from a checkout: python -m experiments.quickstart
 
 1. trains a small multi-base binary CNN (M = N = 3: nine binary convolutions per layer)
    on Fashion-MNIST with Keras progress bars;
@@ -21,7 +21,7 @@ import sys
 import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from absl import app, flags
 
-from experiments import train as train_lib
+from pabt_tf.runs import train as train_lib
 
 FLAGS = flags.FLAGS
 
