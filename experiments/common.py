@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from pabt_tf.costs import model_costs
-from pabt_tf.runs.records import read_json, to_jsonable, write_json
+from pabt_tf.run.records import read_json, to_jsonable, write_json
 
 __all__ = ["abc_bases", "collect_runs", "model_costs", "read_json", "to_jsonable", "write_json"]
 

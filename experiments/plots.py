@@ -1,3 +1,3 @@
 """Plots of the experiments."""
 
-from pabt_tf.runs.plots import plot_comparison, plot_run  # noqa: F401
+from pabt_tf.run.plots import plot_comparison, plot_run  # noqa: F401

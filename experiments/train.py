@@ -1,8 +1,8 @@
-"""`python -m experiments.train`: one training run (`pabt_tf.runs.train`)."""
+"""`python -m experiments.train`: one training run (`pabt_tf.run.train`)."""
 
 from absl import app
 
-from pabt_tf.runs.train import (  # noqa: F401
+from pabt_tf.run.train import (  # noqa: F401
     DEFAULTS,
     _schedule,
     config_from_flags,

@@ -14,7 +14,7 @@ import pabt_tf as pabt
 from experiments import compare, train
 from experiments.plots import plot_comparison
 from pabt_tf.costs import model_costs
-from pabt_tf.runs.plots import plot_run
+from pabt_tf.run.plots import plot_run
 from pabt_tf import models
 from pabt_tf.data import load_fashion_mnist, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
@@ -192,7 +192,7 @@ def test_paper_recipes_run_on_tiny_prepared_tfds_data(tmp_path):
 
 
 def test_self_distillation_loss_and_teacher_snapshot():
-    from pabt_tf.runs.distill import TeacherSnapshot, with_self_distillation
+    from pabt_tf.run.distill import TeacherSnapshot, with_self_distillation
 
     base = models.fmnist_cnn("pabt", filters=(4, 4, 8, 8), stem_filters=4, weight_bases=2,
                              activation_bases=2)  # fmt: skip

@@ -21,7 +21,7 @@ import sys
 import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from absl import app, flags
 
-from pabt_tf.runs import train as train_lib
+from pabt_tf.run import train as train_lib
 
 FLAGS = flags.FLAGS
 

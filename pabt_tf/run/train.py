@@ -38,9 +38,9 @@ import tensorflow as tf
 from absl import app, flags
 
 from pabt_tf.costs import model_costs
-from pabt_tf.runs.plots import plot_run
-from pabt_tf.runs.records import write_json
-from pabt_tf.runs.state import RunLock, RunProgress, backup_callback, finish
+from pabt_tf.run.plots import plot_run
+from pabt_tf.run.records import write_json
+from pabt_tf.run.state import RunLock, RunProgress, backup_callback, finish
 from pabt_tf import models as zoo
 from pabt_tf.data import CITYSCAPES_IGNORE_LABEL as IGNORE, DATASETS, load_datasets
 from pabt_tf.layers import pabt_layers
@@ -492,7 +492,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     model = build(config, ds.input_shape, ds.num_classes)
     distill = method == "pabt" and config["distill_weight"] > 0
     if distill:
-        from pabt_tf.runs.distill import with_self_distillation
+        from pabt_tf.run.distill import with_self_distillation
 
         model = with_self_distillation(model, config["distill_weight"], config["distill_temperature"])
     lr = config["learning_rate"]
@@ -515,7 +515,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
             mbn = EvaluateBeforePruning(schedule.begin_step, ds.test, steps)
             callbacks.append(mbn)
         if distill:
-            from pabt_tf.runs.distill import TeacherSnapshot
+            from pabt_tf.run.distill import TeacherSnapshot
 
             # The teacher is saved in the run, so a resumed run distils from the same one.
             teacher_path = os.path.join(out, "teacher", "weights")
