@@ -25,7 +25,7 @@ It prints and checks (issues #4 and #10):
    activation base.
 
 Latencies are medians of single-sample runs, interleaved in rotating order round after
-round (`pabt_tf.cli.benchmark.host_latencies`, indirect-BGEMM kernels); ratios are medians
+round (`pabt_tf.export.latency.host_latencies`, indirect-BGEMM kernels); ratios are medians
 of per-round ratios (the machine may be shared). The load average is printed with them.
 
     python -m experiments.bench_deploy
@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from pabt_tf.cli.benchmark import host_latencies, paired_ratio  # noqa: E402
+from pabt_tf.export.latency import host_latencies, paired_ratio  # noqa: E402
 from converters.sweep import format_sweep, load_text, time_sweep  # noqa: E402
 from pabt_tf.export import PATTERNS, k_sweep, operator_list  # noqa: E402
 from pabt_tf.layers import PaBTConv2D  # noqa: E402

@@ -77,7 +77,7 @@ def _mean_std(values) -> tuple[float | None, float | None]:
 
 def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: int) -> list[dict]:
     """One point per group: accuracies, MACs and interleaved LCE latency of every run."""
-    from pabt_tf.cli.benchmark import host_latencies, paired_ratio
+    from pabt_tf.export.latency import host_latencies, paired_ratio
 
     flatbuffers = {}
     for key, runs in groups.items():

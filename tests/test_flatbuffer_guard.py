@@ -243,7 +243,7 @@ def test_benchmark_cli_on_malformed_files(tiny_flatbuffer, tmp_path):
 
 
 def test_host_latencies_checks_its_flatbuffers(tiny_flatbuffer):
-    from pabt_tf.cli.benchmark import host_latencies
+    from pabt_tf.export.latency import host_latencies
 
     data = open(tiny_flatbuffer, "rb").read()
     with pytest.raises(ValueError, match="flatbuffer 'model'.*truncated or corrupted"):

@@ -18,7 +18,7 @@ k-sweep (host):
 
 converts that Keras model again with k active binary convolutions in every PaBT layer,
 for each k and mask pattern, with the fused export and the unfused one
-(`pabt_tf.export.k_sweep`), and times each against k = 1 (`converters.sweep`): what a
+(`pabt_tf.export.k_sweep`), and times each against k = 1 (`pabt_tf.export.time_sweep`): what a
 multi-bit deployment of the model would cost relative to its BNN.
 
 Board:
@@ -42,21 +42,30 @@ without `--unsafe`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import re
 import shlex
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-
-import numpy as np
 
 from pabt_tf.cli.common import EXIT_OK, CliError, check_count, read_flatbuffer, run_cli
+from pabt_tf.cli.device import (
+    check_benchmark_binary,
+    check_device_tools,
+    device_commands,
+    parse_benchmark_output,
+    run_device_benchmark,
+)
+from pabt_tf.export.latency import (
+    KERNELS,
+    Latency,
+    _interpreter,
+    format_latency_table,
+    host_latencies,
+    paired_ratio,
+)
 
+# The timing and device functions used to live here; re-exported for code importing them
+# from this module.
 __all__ = [
     "Latency",
     "host_latencies",
@@ -65,358 +74,11 @@ __all__ = [
     "parse_benchmark_output",
     "device_commands",
     "run_device_benchmark",
+    "check_device_tools",
+    "check_benchmark_binary",
+    "build_parser",
     "main",
 ]
-
-KERNELS = ("indirect_bgemm", "default")
-DEVICE_BINARY_NAME = "lce_benchmark_model"
-
-
-# --------------------------------------------------------------------------------------
-# Host latency (LCE's Python interpreter)
-# --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Latency:
-    """Latency of one flatbuffer under one interpreter setting.
-
-    # Attributes
-        label: which model (e.g. "model", "float", "larq").
-        kernels: "indirect_bgemm", "default" (LCE's default bconv kernels) or "xnnpack".
-        threads: interpreter threads.
-        median_ms, min_ms: over all timed single-sample runs.
-        runs: number of timed runs.
-        round_ms: median of each interleaving round (for paired ratios).
-    """
-
-    label: str
-    kernels: str
-    threads: int
-    median_ms: float
-    min_ms: float
-    runs: int
-    round_ms: list = dataclasses.field(default_factory=list, repr=False)
-
-
-def paired_ratio(a: Latency, b: Latency) -> float:
-    """Median over interleaving rounds of `a`'s round median / `b`'s: robust to load
-    that comes and goes during the run (both were timed in the same rounds)."""
-    if len(a.round_ms) != len(b.round_ms) or not a.round_ms:
-        return a.median_ms / b.median_ms
-    return statistics.median(x / y for x, y in zip(a.round_ms, b.round_ms))
-
-
-def _interpreter(flatbuffer: bytes, threads: int, kernels: str):
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
-
-    if kernels not in KERNELS + ("xnnpack",):
-        raise ValueError(f"`kernels` must be one of {KERNELS + ('xnnpack',)}, got {kernels!r}.")
-    return Interpreter(
-        bytes(flatbuffer),
-        num_threads=threads,
-        use_indirect_bgemm=kernels == "indirect_bgemm",
-        use_xnnpack=kernels == "xnnpack",
-    )
-
-
-def host_latencies(
-    flatbuffers: dict[str, bytes],
-    threads: tuple[int, ...] = (1,),
-    kernels: tuple[str, ...] = KERNELS,
-    rounds: int = 5,
-    repeats: int = 3,
-    warmup: int = 2,
-    seed: int = 0,
-    kernel_overrides: dict[str, str] | None = None,
-) -> list[Latency]:
-    """Median single-sample latency of each flatbuffer, interleaved.
-
-    For each thread count and kernel setting, every flatbuffer runs `repeats` timed
-    single-sample inferences per round, round after round, so load from other processes
-    spreads over all candidates alike; the median is over all `rounds · repeats` runs.
-
-    # Arguments
-        flatbuffers: `{label: flatbuffer}`; all must take the same input shape.
-        threads: thread counts to measure.
-        kernels: interpreter settings ("indirect_bgemm", "default", "xnnpack").
-        rounds, repeats, warmup: timing schedule.
-        kernel_overrides: `{label: kernels}` for models that always run with one setting
-            (e.g. a float model with "xnnpack"), timed in every group.
-
-    # Returns
-        One `Latency` per (label, kernels, threads).
-
-    # Raises
-        ValueError: on an empty dict, bad counts, mismatched input shapes, or a flatbuffer
-            that is not well-formed (`MalformedFlatbufferError`, before any interpreter
-            sees it).
-    """
-    from pabt_tf.flatbuffer_guard import check_flatbuffer
-
-    if not flatbuffers:
-        raise ValueError("`flatbuffers` must not be empty.")
-    for label, fb in flatbuffers.items():
-        check_flatbuffer(fb, f"flatbuffer {label!r}")
-    for name, value in (("rounds", rounds), ("repeats", repeats)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    for t in threads:
-        if not isinstance(t, int) or t < 1:
-            raise ValueError(f"`threads` must hold positive integers, got {threads!r}.")
-    rng = np.random.default_rng(seed)
-    results = []
-    for n_threads in threads:
-        for kernel in kernels:
-            overrides = kernel_overrides or {}
-            interpreters = {
-                label: _interpreter(fb, n_threads, overrides.get(label, kernel))
-                for label, fb in flatbuffers.items()
-            }
-            shapes = {label: tuple(it.input_shapes[0]) for label, it in interpreters.items()}
-            if len(set(shapes.values())) != 1:
-                raise ValueError(f"flatbuffers take different input shapes: {shapes}.")
-            x = rng.standard_normal(next(iter(shapes.values()))).astype(np.float32)
-            times: dict[str, list[float]] = {label: [] for label in interpreters}
-            per_round: dict[str, list[float]] = {label: [] for label in interpreters}
-            for it in interpreters.values():
-                for _ in range(warmup):
-                    it.interpreter.predict([x])
-            order = list(interpreters)
-            for r in range(rounds):
-                shift = r % len(order)  # rotate who goes first
-                for label in order[shift:] + order[:shift]:
-                    it = interpreters[label]
-                    ts = []
-                    for _ in range(repeats):
-                        start = time.perf_counter()
-                        it.interpreter.predict([x])
-                        ts.append(1000.0 * (time.perf_counter() - start))
-                    times[label] += ts
-                    per_round[label].append(statistics.median(ts))
-            for label, ts in times.items():
-                used = (kernel_overrides or {}).get(label, kernel)
-                results.append(
-                    Latency(label, used, n_threads, statistics.median(ts), min(ts), len(ts),
-                            per_round[label])
-                )  # fmt: skip
-    return results
-
-
-def format_latency_table(results: list[Latency], baseline_float="float", baseline_larq="larq") -> str:
-    """A table of latencies with ratios to the float and Larq twins measured with the same
-    threads and interpreter setting (in the same interleaved group; `paired_ratio`)."""
-    by_key = {(r.label, r.kernels, r.threads): r for r in results}
-    lines = [
-        f"{'model':<12} {'kernels':<15} {'threads':>7} {'median ms':>10} {'min ms':>8}"
-        f" {'float/this':>11} {'this/larq':>10}"
-    ]
-    for r in results:
-        flt = by_key.get((baseline_float, r.kernels, r.threads))
-        lq_ = by_key.get((baseline_larq, r.kernels, r.threads))
-        f_ratio = f"{paired_ratio(flt, r):.2f}x" if flt and r.label != baseline_float else ""
-        l_ratio = (
-            f"{paired_ratio(r, lq_):.3f}"
-            if lq_ and r.label not in (baseline_larq, baseline_float)
-            else ""
-        )
-        lines.append(
-            f"{r.label:<12} {r.kernels:<15} {r.threads:>7} {r.median_ms:>10.2f} {r.min_ms:>8.2f}"
-            f" {f_ratio:>11} {l_ratio:>10}"
-        )
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------
-# lce_benchmark_model on a board
-# --------------------------------------------------------------------------------------
-
-_NUMBER = r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
-
-
-def parse_benchmark_output(text: str) -> dict:
-    """Parse the timing output of `lce_benchmark_model` / TFLite's `benchmark_model`.
-
-    Understands the summary line of current versions
-    (`Inference timings in us: Init: …, First inference: …, Warmup (avg): …,
-    Inference (avg): …`), the older one (`Average inference timings in us: Warmup: …,
-    Init: …, Inference: …`), the per-run statistics lines (`count=… first=… curr=…
-    min=… max=… avg=… std=…`, the last one being the timed runs) and the memory line.
-
-    # Returns
-        A dict with `avg_us` (always) and, when present, `init_us`, `first_us`,
-        `warmup_avg_us`, `count`, `min_us`, `max_us`, `std_us`, `median_us`,
-        `memory_init_mb`, `memory_overall_mb`.
-
-    # Raises
-        ValueError: if the text holds no inference timing.
-    """
-    result: dict = {}
-    new = re.search(
-        r"Inference timings in us:\s*Init:\s*" + _NUMBER + r",\s*First inference:\s*" + _NUMBER
-        + r",\s*Warmup \(avg\):\s*" + _NUMBER + r",\s*Inference \(avg\):\s*" + _NUMBER,
-        text,
-    )  # fmt: skip
-    old = re.search(
-        r"Average inference timings in us:\s*Warmup:\s*" + _NUMBER + r",\s*Init:\s*" + _NUMBER
-        + r",\s*(?:Inference|no stats):\s*" + _NUMBER,
-        text,
-    )  # fmt: skip
-    if new:
-        init, first, warm, avg = (float(g) for g in new.groups())
-        result.update(init_us=init, first_us=first, warmup_avg_us=warm, avg_us=avg)
-    elif old:
-        warm, init, avg = (float(g) for g in old.groups())
-        result.update(init_us=init, warmup_avg_us=warm, avg_us=avg)
-    stats = re.findall(r"count=(\d+)((?:\s+\w+=" + _NUMBER + r")+)", text)
-    if stats:
-        count, fields = stats[-1][0], stats[-1][1]
-        values = dict((k, float(v)) for k, v in re.findall(r"(\w+)=" + _NUMBER, fields))
-        result["count"] = int(count)
-        for key in ("min", "max", "std", "median"):
-            if key in values:
-                result[f"{key}_us"] = values[key]
-        if "avg_us" not in result and "avg" in values:
-            result["avg_us"] = values["avg"]
-    memory = re.search(
-        r"(?:Peak memory footprint|Memory footprint delta)[^:]*\(MB\):\s*init=" + _NUMBER
-        + r"\s+overall=" + _NUMBER,
-        text,
-    )  # fmt: skip
-    if memory:
-        result["memory_init_mb"], result["memory_overall_mb"] = map(float, memory.groups())
-    if "avg_us" not in result:
-        raise ValueError(
-            "no inference timing found in the benchmark output (expected a line like "
-            "'Inference timings in us: ... Inference (avg): N'):\n" + text[-2000:]
-        )
-    return result
-
-
-def device_commands(
-    device: str,
-    flatbuffer_paths: list[str],
-    benchmark_binary: str,
-    threads: tuple[int, ...] = (1,),
-    host: str | None = None,
-    remote_dir: str | None = None,
-    serial: str | None = None,
-    extra_args: tuple[str, ...] = (),
-) -> tuple[list[list[str]], list[tuple[str, int, list[str]]]]:
-    """The exact commands that copy and run `lce_benchmark_model` on a board.
-
-    # Arguments
-        device: "adb" (Android, files go to /data/local/tmp) or "ssh" (Raspberry Pi or
-            any ARM Linux board; files go to /tmp/pabt_benchmark).
-        flatbuffer_paths: local .tflite files to benchmark.
-        benchmark_binary: local path of the `lce_benchmark_model` built for the board.
-        threads: `--num_threads` values.
-        host: ssh destination (`user@host`), required for "ssh".
-        remote_dir: override the remote directory.
-        serial: adb device serial (`adb -s SERIAL`).
-        extra_args: more `lce_benchmark_model` flags (e.g. `--num_runs=100`).
-
-    # Returns
-        `(setup, runs)`: setup commands (argv lists) to run first, then one
-        `(flatbuffer path, threads, argv)` per benchmark run.
-
-    # Raises
-        ValueError: unknown device, missing host for ssh, no flatbuffers.
-    """
-    if device not in ("adb", "ssh"):
-        raise ValueError(f"`device` must be 'adb' or 'ssh', got {device!r}.")
-    if not flatbuffer_paths:
-        raise ValueError("`flatbuffer_paths` must not be empty.")
-    remote_binary_name = DEVICE_BINARY_NAME
-    setup: list[list[str]] = []
-    runs: list[tuple[str, int, list[str]]] = []
-    if device == "adb":
-        remote = remote_dir or "/data/local/tmp"
-        adb = ["adb"] + (["-s", serial] if serial else [])
-        binary = f"{remote}/{remote_binary_name}"
-        setup.append(adb + ["push", benchmark_binary, binary])
-        setup.append(adb + ["shell", "chmod", "+x", binary])
-        for path in flatbuffer_paths:
-            setup.append(adb + ["push", path, f"{remote}/{os.path.basename(path)}"])
-        for path in flatbuffer_paths:
-            for t in threads:
-                graph = f"{remote}/{os.path.basename(path)}"
-                cmd = [binary, f"--graph={graph}", f"--num_threads={t}", *extra_args]
-                runs.append((path, t, adb + ["shell", shlex.join(cmd)]))
-    else:
-        if not host:
-            raise ValueError("`host` (user@host) is required with device='ssh'.")
-        remote = remote_dir or "/tmp/pabt_benchmark"
-        binary = f"{remote}/{remote_binary_name}"
-        setup.append(["ssh", host, shlex.join(["mkdir", "-p", remote])])
-        setup.append(["scp", benchmark_binary, f"{host}:{binary}"])
-        setup.append(["ssh", host, shlex.join(["chmod", "+x", binary])])
-        setup.append(["scp", *flatbuffer_paths, f"{host}:{remote}/"])
-        for path in flatbuffer_paths:
-            for t in threads:
-                graph = f"{remote}/{os.path.basename(path)}"
-                cmd = [binary, f"--graph={graph}", f"--num_threads={t}", *extra_args]
-                runs.append((path, t, ["ssh", host, shlex.join(cmd)]))
-    return setup, runs
-
-
-def check_device_tools(device: str, benchmark_binary: str | None) -> None:
-    """Clear errors for a missing adb/ssh/scp or a missing benchmark binary.
-
-    # Raises
-        CliError
-    """
-    check_benchmark_binary(device, benchmark_binary)
-    tools = ("adb",) if device == "adb" else ("ssh", "scp")
-    for tool in tools:
-        if shutil.which(tool) is None:
-            hint = (
-                "install Android platform-tools (e.g. `apt-get install adb`)"
-                if tool == "adb"
-                else "install an OpenSSH client (e.g. `apt-get install openssh-client`)"
-            )
-            raise CliError(f"`{tool}` is not on PATH: {hint}.")
-
-
-def check_benchmark_binary(device: str, benchmark_binary: str | None) -> None:
-    """`--benchmark-binary` is given and is a file.
-
-    # Raises
-        CliError
-    """
-    if not benchmark_binary:
-        raise CliError(
-            f"--device {device} needs --benchmark-binary PATH: the lce_benchmark_model built "
-            "for the board (LCE's GitHub releases have Android arm64, aarch64 and aarch32 "
-            "builds)."
-        )
-    if not os.path.isfile(benchmark_binary):
-        raise CliError(f"--benchmark-binary {benchmark_binary!r} does not exist or is not a file.")
-
-
-def run_device_benchmark(setup, runs, timeout: float = 600.0) -> list[tuple[str, int, dict]]:
-    """Run the commands of `device_commands` and parse each run's output.
-
-    # Raises
-        CliError: a command fails (its output is shown) or prints no timing.
-    """
-    for cmd in setup:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise CliError(
-                f"`{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
-            )
-    results = []
-    for path, threads, cmd in runs:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        text = proc.stdout + proc.stderr
-        if proc.returncode != 0:
-            raise CliError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{text}")
-        try:
-            results.append((path, threads, parse_benchmark_output(text)))
-        except ValueError as err:
-            raise CliError(f"`{shlex.join(cmd)}`: {err}") from err
-    return results
 
 
 # --------------------------------------------------------------------------------------

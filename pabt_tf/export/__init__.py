@@ -11,6 +11,8 @@ DESIGN.md §1.4. One job per module, each usable on its own:
   `LceBconv2d`?
 - `verification`: `verify`, LCE's Python interpreter against Keras.
 - `conversion`: `convert` / `convert_with_report`, all of the above in one call.
+- `latency`: `host_latencies`, flatbuffers timed in LCE's interpreter on this host,
+  interleaved (`paired_ratio` between two of them).
 - `sweep`: `k_sweep`, the model converted with k active binary convolutions per layer
   (mask patterns, fused and unfused), for deployment benchmarks.
 
@@ -35,11 +37,19 @@ from pabt_tf.export.conversion import (
     convert,
     convert_with_report,
 )
+from pabt_tf.export.latency import (
+    KERNELS,
+    Latency,
+    format_latency_table,
+    host_latencies,
+    paired_ratio,
+)
 from pabt_tf.export.sweep import PATTERNS, SweepPoint, k_sweep, pattern_mask, shares_activation_base
 from pabt_tf.export import (
     check,
     conversion,
     flatbuffer,
+    latency,
     strip,
     stripped_layers,
     sweep,
@@ -53,6 +63,7 @@ __all__ = [
     *check.__all__,
     *verification.__all__,
     *conversion.__all__,
+    *latency.__all__,
     *sweep.__all__,
     "rewrite_model",
     "NodeContext",
