@@ -47,7 +47,14 @@ import shlex
 import sys
 import tempfile
 
-from pabt_tf.cli.common import EXIT_OK, CliError, check_count, read_flatbuffer, run_cli
+from pabt_tf.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    CliError,
+    check_count,
+    read_flatbuffer,
+    run_cli,
+)
 from pabt_tf.cli.device import (
     check_benchmark_binary,
     check_device_tools,
@@ -61,6 +68,7 @@ from pabt_tf.export.latency import (
     _interpreter,
     format_latency_table,
     host_latencies,
+    load_text,
     paired_ratio,
 )
 
@@ -263,6 +271,41 @@ _KERNEL_SETTINGS = {
 }
 
 
+def run_k_sweep(args) -> int:
+    """`--k-sweep`: the Keras model next to the flatbuffer, converted per k and mask
+    pattern (fused and unfused) and timed against its k = 1 network on this host."""
+    from pabt_tf.cli.model_loading import load_keras_model
+    from pabt_tf.export import PATTERNS, ConversionError, format_sweep, k_sweep, time_sweep
+
+    bad = [p for p in args.patterns if p not in PATTERNS]
+    if bad:
+        raise CliError(f"--patterns: unknown pattern(s) {bad}; choose from {list(PATTERNS)}.")
+    path = _keras_model_path(args)
+    if path is None:
+        raise CliError(
+            "--k-sweep converts the Keras model the flatbuffer came from; none found next to "
+            f"{args.flatbuffer!r} (expected <name>.keras). Pass --keras-model PATH."
+        )
+    model = load_keras_model(path, unsafe=args.unsafe)
+    ks = sorted(set(args.k_sweep) | {1})
+    print(f"k-sweep of {path}: k = {ks}, patterns {args.patterns}; converting...", flush=True)
+    try:
+        points = k_sweep(model, ks, args.patterns)
+    except ConversionError as err:
+        raise CliError(f"--k-sweep: {err}", EXIT_CHECK_FAILED) from err
+    except ValueError as err:  # no PaBT layers, a k outside 1..M·N, mixed (M, N)
+        raise CliError(f"--k-sweep: {err}") from err
+    print(f"Timing {args.rounds}x{args.repeats} interleaved runs per group; {load_text()}",
+          flush=True)  # fmt: skip
+    rows = time_sweep(points, args.threads, args.rounds, args.repeats)
+    print("Latency relative to the k = 1 network (median of per-round ratios), LCE "
+          "interpreter, indirect BGEMM; fused = pabt_tf.convert(fused=True), unfused = "
+          "the default; goal 0.9k where convolutions share an activation base:")
+    print(format_sweep(rows))
+    print(f"after: {load_text()}")
+    return EXIT_OK
+
+
 def run(args) -> int:
     check_count(args.threads, "--threads")
     check_count(args.rounds, "--rounds")
@@ -285,8 +328,6 @@ def run(args) -> int:
         args.flatbuffer, "flatbuffer", probe_settings=[_KERNEL_SETTINGS[k] for k in kernels]
     )
     if args.k_sweep:
-        from converters.sweep import run_k_sweep  # merged into pabt_tf next
-
         return run_k_sweep(args)
     twins = build_twins(args, flatbuffer)
     if args.device:

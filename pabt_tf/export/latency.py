@@ -10,6 +10,7 @@ On x86 the indirect-BGEMM kernels are LCE's fast ones (DESIGN.md §1.4).
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 
@@ -21,6 +22,7 @@ __all__ = [
     "host_latencies",
     "paired_ratio",
     "format_latency_table",
+    "load_text",
 ]
 
 KERNELS = ("indirect_bgemm", "default")
@@ -174,3 +176,8 @@ def format_latency_table(results: list[Latency], baseline_float="float", baselin
             f" {f_ratio:>11} {l_ratio:>10}"
         )
     return "\n".join(lines)
+
+
+def load_text() -> str:
+    """The machine's load average, for the record next to a measurement."""
+    return "load average {:.2f} {:.2f} {:.2f} on {} cores".format(*os.getloadavg(), os.cpu_count())
