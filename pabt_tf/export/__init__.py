@@ -14,7 +14,8 @@ DESIGN.md §1.4. One job per module, each usable on its own:
 - `latency`: `host_latencies`, flatbuffers timed in LCE's interpreter on this host,
   interleaved (`paired_ratio` between two of them).
 - `sweep`: `k_sweep`, the model converted with k active binary convolutions per layer
-  (mask patterns, fused and unfused), for deployment benchmarks.
+  (mask patterns, fused and unfused), and `time_sweep`, those variants timed against the
+  `k = 1` network, for deployment benchmarks.
 
 The graph rewriter `strip_pabt` is built on lives in `pabt_tf.graph` (`rewrite_model`,
 `NodeContext`, re-exported here for code that imported them from this package).
@@ -42,9 +43,18 @@ from pabt_tf.export.latency import (
     Latency,
     format_latency_table,
     host_latencies,
+    load_text,
     paired_ratio,
 )
-from pabt_tf.export.sweep import PATTERNS, SweepPoint, k_sweep, pattern_mask, shares_activation_base
+from pabt_tf.export.sweep import (
+    PATTERNS,
+    SweepPoint,
+    format_sweep,
+    k_sweep,
+    pattern_mask,
+    shares_activation_base,
+    time_sweep,
+)
 from pabt_tf.export import (
     check,
     conversion,
