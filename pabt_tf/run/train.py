@@ -12,8 +12,9 @@ The run directory gets:
                               layer, importance histograms)
     history.json              per-epoch metrics, active binary convs per layer, masks,
                               pruning events
-    pruning.png               pruning trajectory: mean binary convs and validation accuracy
-                              per epoch, per-layer heatmap of surviving binary convs, masks
+    pruning.png               pruning trajectory: mean binary convs at every pruning event
+                              and validation accuracy per epoch, per-layer heatmap of
+                              surviving binary convs, each layer's final mask
     model.keras               the trained Keras model
     model.tflite              the LCE flatbuffer (PaBT/ABC: `pabt.export`; BNNs: LCE)
     results.json              test accuracy, binary MACs/BOPs, sizes, verification, timing
@@ -296,10 +297,12 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     hist = {key: list(values) for key, values in progress.state["history"].items()}
     hist["epoch"] = list(range(progress.state["epochs_done"]))
     hist["pieces"] = progress.state["pieces"]
+    hist["steps_per_epoch"] = steps
     hist["epoch_seconds"] = recorder.epoch_seconds
     hist["learning_rate"] = recorder.learning_rates
     if layers:
         hist["layer_names"] = [layer.name for layer in layers]
+        hist["binary_conv_macs"] = [layer.binary_conv_macs() for layer in layers]
         hist["active_per_layer"] = recorder.active
         hist["initial_active"] = recorder.initial
         hist["initial_mean_binary_convs"] = recorder.initial_mean
