@@ -42,6 +42,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pabt_tf as pabt  # noqa: E402  (Keras 2 before TensorFlow)
+
+# isort: split
 import larq as lq  # noqa: E402
 import larq_compute_engine as lce  # noqa: E402
 import numpy as np  # noqa: E402

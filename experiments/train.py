@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 from absl import app, flags
 
 from pabt_tf import models as zoo

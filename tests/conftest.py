@@ -6,6 +6,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pabt_tf  # noqa: E402,F401  (sets up Keras 2 before TensorFlow is imported)
+
+# isort: split
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -19,6 +19,8 @@ import os
 import sys
 
 import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 from absl import app, flags
 
 from pabt_tf.run import train as train_lib

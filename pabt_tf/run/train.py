@@ -35,6 +35,8 @@ import os
 from typing import Any
 
 import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 
@@ -324,7 +326,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         "train_accuracy": hist.get("accuracy", [None])[-1],
         "mean_binary_convs": pabt_tf.mean_binary_convs(model) if layers else None,
         "mbn_test_accuracy": None if mbn is None else mbn.accuracy,
-        "unpruned_binary_macs": sum(l.num_binary_convs * l.binary_conv_macs() for l in layers)
+        "unpruned_binary_macs": sum(layer.num_binary_convs * layer.binary_conv_macs() for layer in layers)
         if layers else None,
         "active_binary_convs": [layer.active_binary_convs for layer in layers] or None,
         "train_seconds": train_seconds,
