@@ -43,5 +43,6 @@ def write_json(path: str, data: Any) -> None:
 
 
 def read_json(path: str) -> Any:
+    """The parsed content of a JSON file."""
     with open(path) as f:
         return json.load(f)
