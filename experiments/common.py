@@ -1,6 +1,6 @@
 """Shared helpers of the experiment programs: a run's ABC-Net bases and the finished runs of
-comparisons. Cost accounting (`model_costs`) and JSON output (`write_json`, `read_json`)
-live in the package and are re-exported here."""
+comparisons. Cost accounting (`model_costs`), JSON output (`write_json`, `read_json`) and
+`code_version` live in the package and are re-exported here."""
 
 from __future__ import annotations
 
@@ -10,9 +10,17 @@ import re
 from typing import Any
 
 from pabt_tf.costs import model_costs
-from pabt_tf.run.records import read_json, to_jsonable, write_json
+from pabt_tf.run.records import code_version, read_json, to_jsonable, write_json
 
-__all__ = ["abc_bases", "collect_runs", "model_costs", "read_json", "to_jsonable", "write_json"]
+__all__ = [
+    "abc_bases",
+    "code_version",
+    "collect_runs",
+    "model_costs",
+    "read_json",
+    "to_jsonable",
+    "write_json",
+]
 
 
 def abc_bases(config: dict[str, Any]) -> tuple[int, int]:

@@ -29,10 +29,13 @@ def define_flags() -> None:
     flags.DEFINE_list("comparisons", [], "Comparison output directories (with runs/).")
     flags.DEFINE_string("method", "pabt", "Only variants of this method compete.")
     flags.DEFINE_string("output", "results/schedule_selection.md", "Markdown report.")
+    flags.DEFINE_string("winner_file", None, "Also write the chosen variant's name (one line) "
+                        "here, for a script that goes on with it.")
 
 
-SETTINGS = ("prune_begin", "prune_end", "prune_power", "decay_steps", "importance_momentum",
-            "ranking", "criterion", "epochs", "distill_weight", "model_kwargs")  # fmt: skip
+SETTINGS = ("prune_begin", "prune_end", "prune_power", "prune_order", "decay_steps",
+            "importance_momentum", "ranking", "criterion", "epochs", "distill_weight",
+            "model_kwargs")  # fmt: skip
 
 
 def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict]:
@@ -98,6 +101,9 @@ def main(argv):
     with open(FLAGS.output, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if FLAGS.winner_file:
+        with open(FLAGS.winner_file, "w") as f:
+            f.write(best["variant"] + "\n")
     return 0
 
 

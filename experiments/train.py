@@ -19,15 +19,17 @@ from absl import app, flags
 
 from pabt_tf import models as zoo
 from pabt_tf.data import DATASETS
-from pabt_tf.run.train import DEFAULTS, _schedule, reconvert, train  # noqa: F401
+from pabt_tf.run.train import DEFAULTS, _schedule, build, reconvert, train  # noqa: F401
 
 FLAGS = flags.FLAGS
 
 # One row per flag: (kind, help, extra); the default is always DEFAULTS[name].
 _FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "dataset": ("enum", "Data set.", {"enum_values": list(DATASETS)}),
-    "data_dir": ("string", "tfds data directory (cifar10, imagenet2012, cityscapes) or "
-                 "Fashion-MNIST IDX folder (default: Debian's).", {}),
+    "data_dir": ("string", "Data folder: Fashion-MNIST IDX files (default: Debian's); "
+                 "cifar10: class folders, cifar-10-batches-py pickles or a tfds directory; "
+                 "image_folder: train/<class>/*, test/<class>/*; imagenet2012, cityscapes: "
+                 "a tfds directory.", {}),
     "model": ("enum", "Zoo model.", {"enum_values": list(zoo.MODELS)}),
     "method": ("enum", "Binarization method.", {"enum_values": list(zoo.METHODS)}),
     "epochs": ("integer", "Training epochs.", {}),
@@ -49,6 +51,9 @@ _FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "prune_power": ("float", "Polynomial schedule power.", {}),
     "prune_frequency": ("integer", "Steps between pruning events (default: the schedule "
                         "span / 40, at least 1).", {}),
+    "prune_order": ("enum", "Which binary convs of a layer may go next: any by rank, or "
+                    "those of one activation base until it is empty.",
+                    {"enum_values": ["convolution", "activation_bases"]}),
     "target_per_layer": ("integer", "Binary convs each layer ends with (1 = BNN).", {}),
     "ranking": ("enum", "Pruning ranking.", {"enum_values": ["global", "layerwise"]}),
     "normalization": ("enum", "Global ranking: per-layer importance normalisation.",

@@ -24,11 +24,11 @@ import tensorflow as tf
 from pabt_tf import pruning
 from pabt_tf._validation import check_int
 from pabt_tf.layers import PaBTLayer, pabt_layers
-from pabt_tf.pruning import NORMALIZATIONS, RANKINGS
+from pabt_tf.pruning import NORMALIZATIONS, ORDERS, RANKINGS
 from pabt_tf.schedules import PruningSchedule, deserialize as _deserialize_schedule
 from pabt_tf.training import PaBTModel
 
-__all__ = ["PaBTPruningCallback", "RANKINGS", "NORMALIZATIONS", "MISSING_IMPORTANCE"]
+__all__ = ["PaBTPruningCallback", "RANKINGS", "NORMALIZATIONS", "ORDERS", "MISSING_IMPORTANCE"]
 
 MISSING_IMPORTANCE = ("error", "skip")
 
@@ -101,6 +101,11 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             (default) raises `ValueError`; `"skip"` warns and prunes nothing at this
             event (the next event catches up with the schedule).
         verbose: 1 prints one line per pruning event.
+        order: which binary convolutions of a layer may go next: `"convolution"`
+            (default: any, by rank) or `"activation_bases"` (those of one activation
+            base until it is empty — the partly emptied base first, else the one of
+            lowest total score — so a layer stops computing that base's convolution at
+            once and multi-base training gets cheaper early).
 
     # Raises
         ValueError: on invalid arguments (at construction); at `on_train_begin` if the
@@ -122,6 +127,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         budget: float | None = None,
         verbose: int = 0,
         on_missing_importance: str = "error",
+        order: str = "convolution",
     ):
         super().__init__()
         try:
@@ -164,6 +170,9 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
                 f"{on_missing_importance!r}."
             )
         self.on_missing_importance = on_missing_importance
+        if order not in ORDERS:
+            raise ValueError(f"`order` must be one of {ORDERS}, got {order!r}.")
+        self.order = order
         self.events: list[dict] = []  # one record per pruning event of this process
         self._layers: list[PaBTLayer] = []
         self._loaded = False
@@ -183,6 +192,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             "budget": self.budget,
             "verbose": self.verbose,
             "on_missing_importance": self.on_missing_importance,
+            "order": self.order,
         }
 
     @classmethod
@@ -317,6 +327,7 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         plan = pruning.plan_pruning(
             importances, kept, self._macs, [self.target_per_layer] * len(self._layers),
             fraction, self.ranking, self.normalization, self.mac_weighted, self.budget,
+            self.order,
         )  # fmt: skip
         missing = pruning.unmeasured_layers(importances, kept, plan.ranked)
         if missing:

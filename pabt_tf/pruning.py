@@ -20,9 +20,11 @@ import numpy as np
 
 __all__ = [
     "NORMALIZATIONS",
+    "ORDERS",
     "RANKINGS",
     "PruningPlan",
     "mac_weighted_mean",
+    "next_candidate",
     "plan_pruning",
     "ranking_scores",
     "scheduled_count",
@@ -31,6 +33,12 @@ __all__ = [
 
 RANKINGS = ("global", "layerwise")
 NORMALIZATIONS = ("sum", "max", "none")
+# "convolution": any kept binary convolution may go next. "activation_bases": within a
+# layer only those of one activation base until it is empty (the partly emptied base
+# first, else the one of lowest total score): an empty activation base is one
+# convolution over the layer's input that is no longer computed, so training gets
+# cheaper as soon as pruning starts.
+ORDERS = ("convolution", "activation_bases")
 _EPS = 1e-9
 
 
@@ -116,6 +124,33 @@ def unmeasured_layers(
     return missing
 
 
+def next_candidate(scores: np.ndarray, kept: np.ndarray, order: str = "convolution") -> tuple[int, int]:
+    """`(m, n)` of the kept binary convolution of one layer that is pruned next.
+
+    `"convolution"`: the lowest score (ties by index order). `"activation_bases"`: the
+    lowest score within one activation base (a column `n`): the kept base with the
+    fewest kept binary convolutions (one already being emptied), ties going to the
+    lowest summed score, then the lowest `n`.
+
+    # Arguments
+        scores: `(M, N)` scores (lower goes first).
+        kept: `(M, N)` bool, at least one True.
+        order: one of `ORDERS`.
+    """
+    allowed = kept
+    if order == "activation_bases":
+        columns = [
+            (int(kept[:, n].sum()), float(np.sum(scores[kept[:, n], n])), n)
+            for n in range(kept.shape[1])
+            if kept[:, n].any()
+        ]
+        focus = min(columns)[2]
+        allowed = np.zeros_like(kept)
+        allowed[:, focus] = kept[:, focus]
+    m, n = min((float(scores[m, n]), int(m), int(n)) for m, n in zip(*np.nonzero(allowed)))[1:]
+    return m, n
+
+
 def plan_pruning(
     importances: Sequence[np.ndarray],
     kept: Sequence[np.ndarray],
@@ -126,6 +161,7 @@ def plan_pruning(
     normalization: str = "sum",
     mac_weighted: bool = False,
     budget: float | None = None,
+    order: str = "convolution",
 ) -> PruningPlan:
     """Choose the binary convolutions a pruning event deactivates.
 
@@ -134,29 +170,39 @@ def plan_pruning(
     the MAC-weighted mean of kept ones is at or below `budget + r·(full − budget)`.
     `"layerwise"`: every layer goes to `ceil(end + r·(M·N − end))` by its own lowest
     importances, `end` being its floor (or `ceil(budget)` clipped to its `M·N`). No layer
-    drops below its floor. Ties go by layer, then index order.
+    drops below its floor. Ties go by layer, then index order. `order` restricts which
+    binary convolutions of a layer may go next (see `next_candidate`).
 
     # Arguments
         importances, kept, macs: per layer, as for `ranking_scores`.
         floors: per layer, the fewest kept binary convolutions allowed.
         remaining_fraction: the schedule's `r` at this event.
-        ranking, normalization, mac_weighted, budget: as `PaBTPruningCallback`'s.
+        ranking, normalization, mac_weighted, budget, order: as
+            `PaBTPruningCallback`'s.
 
     # Returns
         A `PruningPlan`.
+
+    # Raises
+        ValueError: on an unknown `order`.
     """
-    kept = [np.asarray(k, bool) for k in kept]
+    if order not in ORDERS:
+        raise ValueError(f"`order` must be one of {ORDERS}, got {order!r}.")
+    kept = [np.asarray(k, bool).copy() for k in kept]
     counts = np.array([k.sum() for k in kept], np.int64)
     before = counts.copy()
     sizes = [k.size for k in kept]
     chosen: list[tuple[int, int, int]] = []
+
+    def take(i: int, scores: np.ndarray) -> tuple[float, int, int]:
+        m, n = next_candidate(scores, kept[i], order)
+        counts[i] -= 1
+        kept[i][m, n] = False
+        chosen.append((i, m, n))
+        return float(scores[m, n]), m, n
+
     if ranking == "global":
         scores = ranking_scores(importances, kept, macs, normalization, mac_weighted)
-        candidates = sorted(
-            (float(s[m, n]), i, int(m), int(n))
-            for i, s in enumerate(scores)
-            for m, n in zip(*np.nonzero(kept[i]))
-        )
         if budget is None:
             goal = scheduled_count(sum(sizes), int(np.sum(floors)), remaining_fraction)
             done = lambda: counts.sum() <= goal  # noqa: E731
@@ -166,13 +212,17 @@ def plan_pruning(
             done = lambda: mac_weighted_mean(macs, counts) <= goal + _EPS  # noqa: E731
         # The layers that may lose binary convolutions at this event.
         ranked = [bool(c > f) and not done() for c, f in zip(counts, floors)]
-        for _, i, m, n in candidates:
-            if done():
+        while not done():
+            # The lowest next candidate over the layers above their floor; ties go by
+            # layer, then index order.
+            best = None
+            for i, s in enumerate(scores):
+                if counts[i] > floors[i]:
+                    m, n = next_candidate(s, kept[i], order)
+                    best = min(best or (np.inf, i, m, n), (float(s[m, n]), i, m, n))
+            if best is None:
                 break
-            if counts[i] <= floors[i]:
-                continue
-            counts[i] -= 1
-            chosen.append((i, m, n))
+            take(best[1], scores[best[1]])
     else:
         goal = 0
         ranked = []
@@ -183,9 +233,7 @@ def plan_pruning(
             goal_i = scheduled_count(size, end, remaining_fraction)
             goal += goal_i
             ranked.append(bool(counts[i] > goal_i))
-            imp = np.asarray(importances[i])
-            order = sorted((float(imp[m, n]), int(m), int(n)) for m, n in zip(*np.nonzero(kept[i])))
-            for _, m, n in order[: max(counts[i] - goal_i, 0)]:
-                counts[i] -= 1
-                chosen.append((i, m, n))
+            imp = np.asarray(importances[i], np.float64)
+            while counts[i] > goal_i:
+                take(i, imp)
     return PruningPlan(goal, chosen, before.tolist(), counts.tolist(), ranked)

@@ -317,3 +317,32 @@ def test_errors_at_train_begin():
     with pytest.raises(ValueError):
         _fit_with(model, pabt.PaBTPruningCallback(schedules.OneShot(0), target_per_layer=5))
     assert [layer.active_binary_convs for layer in pabt.pabt_layers(model)] == [4, 4]
+
+
+def test_activation_bases_order_in_fit_empties_bases_and_skips_their_convolution(fmnist_small):
+    x, y, _, _ = fmnist_small
+    model = tiny_fmnist_net(bases=(3, 3), channels=(8, 8, 16))
+    model.compile(tf.keras.optimizers.Adam(0.003), sparse_ce())
+    recorder = Recorder()
+    callback = pabt.PaBTPruningCallback(
+        schedules.PolynomialDecay(begin_step=0, end_step=40, power=3, frequency=10),
+        order="activation_bases",
+    )
+    model.fit(x[:48 * 64], y[:48 * 64], batch_size=64, epochs=1, shuffle=False, verbose=0,
+              callbacks=[recorder, callback])
+    # The same global counts as the default order (test above): 18, 9, 4, 3, 2 ...
+    for step, expected in {0: 18, 10: 9, 20: 4, 30: 3, 40: 2}.items():
+        masks = recorder.end[step]["mask"]
+        assert sum(int(m.sum()) for m in masks) == expected, step
+        # ... but within a layer at most one activation base is partly pruned.
+        for mask in masks:
+            per_base = mask.sum(0)
+            assert ((per_base > 0) & (per_base < 3)).sum() <= 1, (step, mask)
+    # After the event at step 10 (18 -> 9 kept) at least one activation base is empty
+    # somewhere, so its convolution is no longer computed.
+    assert any((m.sum(0) == 0).any() for m in recorder.end[10]["mask"])
+    config = callback.get_config()
+    assert config["order"] == "activation_bases"
+    assert pabt.PaBTPruningCallback.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="`order`"):
+        pabt.PaBTPruningCallback(schedules.OneShot(0), order="weights_first")

@@ -144,3 +144,56 @@ def test_unbuilt_layer_operations_ask_for_build():
                  lambda: layer.kept_binary_conv_mask):  # fmt: skip
         with pytest.raises(ValueError, match="build"):
             call()
+
+
+# -- pruning order: whole activation bases first ---------------------------------------
+
+
+def _partly_kept_columns(kept: np.ndarray) -> int:
+    per_column = kept.sum(0)
+    return int(((per_column > 0) & (per_column < kept.shape[0])).sum())
+
+
+def test_next_candidate_orders_with_numbers():
+    scores = np.array([[0.5, 0.1, 0.9], [0.2, 0.8, 0.3], [0.4, 0.7, 0.6]])
+    kept = np.ones((3, 3), bool)
+    assert pruning.next_candidate(scores, kept, "convolution") == (0, 1)
+    # Column sums 1.1, 1.6, 1.8: activation base 0 goes first, its lowest (1, 0) first.
+    assert pruning.next_candidate(scores, kept, "activation_bases") == (1, 0)
+    kept[1, 0] = False
+    # A partly emptied base is finished before any other: (2, 0) then (0, 0).
+    assert pruning.next_candidate(scores, kept, "activation_bases") == (2, 0)
+    kept[2, 0] = False
+    assert pruning.next_candidate(scores, kept, "activation_bases") == (0, 0)
+    kept[0, 0] = False
+    # Then base 1 (sum 1.6 < 1.8), its lowest first.
+    assert pruning.next_candidate(scores, kept, "activation_bases") == (0, 1)
+
+
+@pytest.mark.parametrize("ranking", ["global", "layerwise"])
+def test_activation_bases_order_empties_one_base_at_a_time(ranking):
+    rng = np.random.default_rng(3)
+    importances = [rng.random((3, 3)), rng.random((2, 4))]
+    kept = [np.ones((3, 3), bool), np.ones((2, 4), bool)]
+    for fraction in np.linspace(0.9, 0.0, 10):
+        plan = pruning.plan_pruning(importances, kept, [10.0, 30.0], [1, 1], fraction,
+                                    ranking=ranking, order="activation_bases")
+        for i, m, n in plan.chosen:
+            kept[i][m, n] = False
+        for layer_kept in kept:
+            assert _partly_kept_columns(layer_kept) <= 1
+        # Same counts as the default order: only which binary convolutions go differs.
+        same = pruning.plan_pruning(importances, [np.ones_like(k) for k in kept], [10.0, 30.0],
+                                    [1, 1], fraction, ranking=ranking)
+        assert plan.goal == same.goal
+    assert [int(k.sum()) for k in kept] == [1, 1]
+    with pytest.raises(ValueError, match="`order` must be one of"):
+        pruning.plan_pruning(importances, kept, [1.0, 1.0], [1, 1], 0.5, order="bases")
+
+
+def test_default_order_is_unchanged_by_the_order_option():
+    for kwargs in (dict(), dict(normalization="none"), dict(mac_weighted=True),
+                   dict(ranking="layerwise"), dict(budget=1.5)):
+        a = pruning.plan_pruning(IMPORTANCE, ALL, MACS, [1, 1], 0.5, **kwargs)
+        b = pruning.plan_pruning(IMPORTANCE, ALL, MACS, [1, 1], 0.5, order="convolution", **kwargs)
+        assert a == b

@@ -5,7 +5,11 @@
   folder `$PABT_FASHION_MNIST_DIR` names when the data is loaded);
   `fashion_mnist_datasets` turns them into train / validation / test pipelines
   (augmentation, normalisation, a validation split carved from train by seed, batching).
-- CIFAR-10, ImageNet (`imagenet2012`) and Cityscapes (`cityscapes`, config
+- CIFAR-10 from a class-folder tree, the official `cifar-10-batches-py` pickles or a
+  prepared tfds directory (`cifar10_datasets` tells them apart), and any class-folder
+  data set of the user's (`image_folder_datasets`): decoded once per process, kept as
+  uint8, normalised with the training split's statistics.
+- ImageNet (`imagenet2012`) and Cityscapes (`cityscapes`, config
   `semantic_segmentation`) through tensorflow-datasets, read **only** from a `data_dir`
   the user has already prepared (`tfds build ... --data_dir DIR`). Nothing is ever
   downloaded: missing data is a `FileNotFoundError` naming the directory expected.
@@ -13,7 +17,8 @@
 `load_datasets(name, ...)` dispatches on the data set name.
 
 Modules: `pipeline` (the `Datasets` record and the pieces every pipeline shares),
-`fashion_mnist`, `tfds_sets` (the offline tfds builder, CIFAR-10, ImageNet),
+`fashion_mnist`, `image_folder` (class folders, CIFAR-10 pickles, pipelines of uint8
+arrays), `cifar10` (its layouts), `tfds_sets` (the offline tfds builder, ImageNet),
 `cityscapes`. Every public name is re-exported here.
 """
 
@@ -37,13 +42,24 @@ from pabt_tf.data.fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
+from pabt_tf.data.cifar10 import CIFAR10_LAYOUTS, cifar10_datasets, cifar10_layout
+from pabt_tf.data.image_folder import (
+    CIFAR10_CLASSES,
+    ImageArrays,
+    array_datasets,
+    channel_statistics,
+    image_folder_datasets,
+    load_image_folder,
+    read_cifar10_pickles,
+    read_class_folders,
+)
 from pabt_tf.data.pipeline import Datasets, split_train_validation
 from pabt_tf.data.tfds_sets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    cifar10_datasets,
+    cifar10_tfds_datasets,
     imagenet_datasets,
     tfds_builder,
 )
@@ -66,7 +82,18 @@ __all__ = [
     "split_train_validation",
     "fashion_mnist_datasets",
     "tfds_builder",
+    "CIFAR10_CLASSES",
+    "CIFAR10_LAYOUTS",
+    "ImageArrays",
+    "array_datasets",
+    "channel_statistics",
     "cifar10_datasets",
+    "cifar10_layout",
+    "cifar10_tfds_datasets",
+    "image_folder_datasets",
+    "load_image_folder",
+    "read_cifar10_pickles",
+    "read_class_folders",
     "imagenet_datasets",
     "cityscapes_datasets",
     "load_datasets",
@@ -74,12 +101,13 @@ __all__ = [
     "CITYSCAPES_IGNORE_LABEL",
 ]
 
-DATASETS = ("fashion_mnist", "cifar10", "imagenet2012", "cityscapes")
+DATASETS = ("fashion_mnist", "cifar10", "image_folder", "imagenet2012", "cityscapes")
 
 
 def load_datasets(name: str, data_dir: str | None = None, **kwargs: Any) -> Datasets:
     """Dispatch to `<name>_datasets`: `"fashion_mnist"` (IDX files; `data_dir` optional),
-    `"cifar10"`, `"imagenet2012"`, `"cityscapes"` (tfds, `data_dir` required).
+    `"cifar10"` (class folders, pickles or tfds), `"image_folder"` (a user's class
+    folders), `"imagenet2012"`, `"cityscapes"` (tfds); all but the first need `data_dir`.
 
     # Arguments
         name: one of `DATASETS`.
@@ -96,6 +124,7 @@ def load_datasets(name: str, data_dir: str | None = None, **kwargs: Any) -> Data
         return fashion_mnist_datasets(data_dir=data_dir, **kwargs)
     loaders = {
         "cifar10": cifar10_datasets,
+        "image_folder": image_folder_datasets,
         "imagenet2012": imagenet_datasets,
         "cityscapes": cityscapes_datasets,
     }

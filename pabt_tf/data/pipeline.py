@@ -41,6 +41,9 @@ class Datasets:
     test_size: int
     batch_size: int
     name: str = ""
+    classes: tuple[str, ...] = ()
+    mean: tuple[float, ...] | None = None  # the normalisation used, on a 0-1 scale
+    std: tuple[float, ...] | None = None
 
     @property
     def steps_per_epoch(self) -> int:

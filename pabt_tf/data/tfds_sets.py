@@ -28,7 +28,7 @@ __all__ = [
     "IMAGENET_STD",
     "tfds_builder",
     "tfds_datasets",
-    "cifar10_datasets",
+    "cifar10_tfds_datasets",
     "imagenet_datasets",
 ]
 
@@ -201,7 +201,7 @@ def tfds_datasets(
     )
 
 
-def cifar10_datasets(
+def cifar10_tfds_datasets(
     data_dir: str,
     batch_size: int = 128,
     validation_size: int = 0,
@@ -211,7 +211,8 @@ def cifar10_datasets(
     validation_limit: int | None = None,
     test_limit: int | None = None,
 ) -> Datasets:
-    """CIFAR-10 pipelines from a prepared tfds `data_dir` (never downloads).
+    """CIFAR-10 pipelines from a prepared tfds `data_dir` (never downloads); see
+    `pabt_tf.data.cifar10_datasets` for every offline layout.
 
     Training: random crop after 4-pixel zero padding and horizontal flip (the ResNet
     recipe), per-channel normalisation; evaluation: normalisation only.

@@ -1,14 +1,16 @@
-"""A run's records on disk: JSON written atomically, numpy values made plain."""
+"""A run's records on disk: JSON written atomically, numpy values made plain, and the code
+version that made them."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "write_json", "read_json"]
+__all__ = ["to_jsonable", "write_json", "read_json", "code_version"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -46,3 +48,21 @@ def read_json(path: str) -> Any:
     """The parsed content of a JSON file."""
     with open(path) as f:
         return json.load(f)
+
+
+def code_version() -> dict[str, Any] | None:
+    """The git commit of the checkout pabt_tf runs from, and whether it had uncommitted
+    changes (None outside a git checkout, e.g. installed from a wheel): a result says what
+    made it."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if not os.path.exists(os.path.join(root, ".git")):  # site-packages, not a checkout
+        return None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=30, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=root, capture_output=True, text=True, timeout=30,
+                                check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}

@@ -47,7 +47,7 @@ from pabt_tf.layers import pabt_layers
 from pabt_tf.run.evaluation import convert_run, loss_for, metrics_for
 from pabt_tf.run.plots import plot_run
 from pabt_tf.run.recorders import EpochRecorder, EvaluateBeforePruning, EventLog
-from pabt_tf.run.records import write_json
+from pabt_tf.run.records import code_version, write_json
 from pabt_tf.run.state import RunLock, RunProgress, backup_callback, finish
 
 __all__ = ["DEFAULTS", "train", "reconvert", "build"]
@@ -74,6 +74,7 @@ DEFAULTS: dict[str, Any] = dict(
     prune_end=0.4,
     prune_power=3.0,
     prune_frequency=None,
+    prune_order="convolution",
     target_per_layer=1,
     ranking="global",
     normalization="sum",
@@ -259,6 +260,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
             mac_weighted=config["mac_weighted"],
             decay_steps=config["decay_steps"],
             budget=config["budget"],
+            order=config["prune_order"],
         )
         callbacks.append(pruning)
     recorder = EpochRecorder()
@@ -336,6 +338,8 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         "pruning_schedule": None if pruning is None else pruning.schedule.get_config(),
         "train_size": ds.train_size,
         "test_size": ds.test_size,
+        "normalization": None if ds.mean is None else {"mean": ds.mean, "std": ds.std},
+        "code": code_version(),
         "plot": plot_path,
         **model_costs(model),
     }

@@ -1,0 +1,112 @@
+"""CIFAR-10 from whichever of its three offline layouts a `data_dir` holds:
+
+- a class-folder tree `train/<class>/*`, `test/<class>/*` (e.g. a JPEG copy; the layout
+  `tf.keras.utils.image_dataset_from_directory` reads);
+- the official `cifar-10-batches-py` pickles (what Keras' CIFAR-10 download leaves), in
+  `data_dir` itself or in `data_dir/cifar-10-batches-py`;
+- a tensorflow-datasets data directory holding `cifar10/<version>/`.
+
+The first two are decoded once per process into uint8 arrays and normalised with the
+statistics of the training split; the tfds layout streams from its record files with
+CIFAR-10's published statistics.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pabt_tf.data.image_folder import (
+    CIFAR10_CLASSES,
+    array_datasets,
+    check_keywords,
+    check_pipeline_arguments,
+    load_image_folder,
+    read_cifar10_pickles,
+)
+from pabt_tf.data.pipeline import Datasets
+from pabt_tf.data.tfds_sets import cifar10_tfds_datasets
+
+__all__ = ["CIFAR10_LAYOUTS", "cifar10_layout", "cifar10_datasets"]
+
+CIFAR10_LAYOUTS = ("class_folders", "pickles", "tfds")
+_PICKLES = "cifar-10-batches-py"
+_EXPECTED = (
+    "expected one of: train/<class>/<image> and test/<class>/<image> (class folders); "
+    f"data_batch_1 … data_batch_5 and test_batch ({_PICKLES}, in the folder or in "
+    f"<data_dir>/{_PICKLES}); cifar10/<version>/ (a tensorflow-datasets data directory)"
+)
+
+
+def cifar10_layout(data_dir: str) -> tuple[str, str]:
+    """Which CIFAR-10 layout `data_dir` holds.
+
+    # Returns
+        `(layout, folder)`: one of `CIFAR10_LAYOUTS` and the folder to read it from.
+
+    # Raises
+        ValueError: `data_dir` not given.
+        FileNotFoundError: `data_dir` missing (names it and the layouts expected). A
+            folder with neither class folders nor pickles is taken for a tfds directory,
+            whose reader says what is missing.
+    """
+    if not data_dir:
+        raise ValueError(f"`data_dir` is required for cifar10 (it is never downloaded); {_EXPECTED}.")
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"`data_dir` {data_dir} does not exist; {_EXPECTED}.")
+    if os.path.isdir(os.path.join(data_dir, "train")) or os.path.isdir(os.path.join(data_dir, "test")):
+        return "class_folders", data_dir
+    for folder in (data_dir, os.path.join(data_dir, _PICKLES)):
+        if os.path.isfile(os.path.join(folder, "data_batch_1")):
+            return "pickles", folder
+    # Otherwise a tfds directory, prepared or not: its reader names what is missing.
+    return "tfds", data_dir
+
+
+def cifar10_datasets(data_dir: str, validation_size: int = 0, **kwargs) -> Datasets:
+    """CIFAR-10 train / validation / test pipelines from an offline `data_dir` in any of
+    `CIFAR10_LAYOUTS` (never downloads).
+
+    Training batches: random 32×32 crop after 4-pixel zero padding and horizontal flip;
+    every split: per-channel normalisation (from the training split for the class-folder
+    and pickle layouts).
+
+    # Arguments
+        data_dir: the folder (see `cifar10_layout`).
+        validation_size: training images held out for validation, a random subset fixed
+            by `seed` (0 = validate on test, the usual CIFAR-10 protocol).
+        **kwargs: `batch_size`, `augment`, `seed`, `train_limit`, `validation_limit`,
+            `test_limit` (all layouts); `crop_padding`, `flip`, `mean`, `std` (class
+            folders and pickles).
+
+    # Returns
+        A `Datasets` of `(image float32 (32, 32, 3), label int32)` batches.
+
+    # Raises
+        ValueError / FileNotFoundError / TypeError: bad arguments or data, naming the
+            argument or path, before any pipeline exists.
+    """
+    layout, folder = cifar10_layout(data_dir)
+    if layout == "tfds":
+        try:
+            return cifar10_tfds_datasets(folder, validation_size=validation_size, **kwargs)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err} Other layouts read offline: {_EXPECTED}.") from None
+    check_pipeline_arguments(**check_keywords(kwargs))
+    if layout == "pickles":
+        arrays = read_cifar10_pickles(folder)
+    else:
+        arrays = load_image_folder(folder)
+        if arrays.train_images.shape[1:] != (32, 32, 3) or len(arrays.classes) != 10:
+            raise ValueError(
+                f"{folder}: CIFAR-10 has 10 classes of 32×32×3 images; found "
+                f"{len(arrays.classes)} classes {list(arrays.classes)[:12]} of "
+                f"{arrays.train_images.shape[1:]}. For other data use the image_folder "
+                "data set."
+            )
+        if arrays.classes != CIFAR10_CLASSES:
+            raise ValueError(
+                f"{folder}: expected CIFAR-10's class folders {list(CIFAR10_CLASSES)}, found "
+                f"{list(arrays.classes)}. For other data use the image_folder data set."
+            )
+    return array_datasets(arrays, "cifar10", validation_size=validation_size, **kwargs)
