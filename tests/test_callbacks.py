@@ -53,7 +53,7 @@ def test_polynomial_decay_fit_follows_schedule_to_target(fmnist_small, ranking):
     schedule = schedules.PolynomialDecay(begin_step=0, end_step=40, power=3, frequency=10)
     recorder = Recorder()
     callback = pabt.PaBTPruningCallback(schedule, target_per_layer=1, ranking=ranking)
-    model.fit(x[:48 * 64], y[:48 * 64], batch_size=64, epochs=1, shuffle=False, verbose=0,
+    model.fit(x[:48 * 16], y[:48 * 16], batch_size=16, epochs=1, shuffle=False, verbose=0,
               callbacks=[recorder, callback])
     layers = pabt.pabt_layers(model)
     # Exactly the target in every layer at end_step, and after it.
