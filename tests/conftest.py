@@ -4,11 +4,6 @@ Fashion-MNIST IDX files of Debian's `dataset-fashion-mnist`."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Under pytest-xdist the workers share the cores: one TensorFlow thread each, and for
-    # the processes their tests start (set before TensorFlow is imported).
-    for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
 
 import pabt_tf  # noqa: E402,F401  (sets up Keras 2 before TensorFlow is imported)
 
@@ -16,6 +11,14 @@ import pabt_tf  # noqa: E402,F401  (sets up Keras 2 before TensorFlow is importe
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on the machine's two cores: one TensorFlow
+    # thread each. In this process only: the processes tests start keep TensorFlow's
+    # defaults (with one thread forced through their environment, the MirroredStrategy
+    # worker's replicas no longer match its single-device run).
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from pabt_tf.data import load_fashion_mnist  # noqa: E402
 
