@@ -88,7 +88,7 @@ def make_step(method: str, extra: dict, mask, x_y) -> tuple[callable, int]:
                   tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     train_function = model.make_train_function()
     batches = iter(tf.data.Dataset.from_tensors(x_y).repeat())
-    return (lambda: train_function(batches)["loss"]), sum(l.active_binary_convs for l in layers)
+    return (lambda: train_function(batches)["loss"]), sum(layer.active_binary_convs for layer in layers)
 
 
 def time_interleaved(configs: dict) -> tuple[dict[str, np.ndarray], dict[str, int]]:
