@@ -35,8 +35,10 @@ $(DATA):
 demo: setup
 	$(VENV)/bin/pabt-quickstart
 
+# Two pytest-xdist workers (one TensorFlow thread each, tests/conftest.py): faster on
+# two cores than one process; a test file's tests stay on one worker (module fixtures).
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadscope tests
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests

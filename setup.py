@@ -36,6 +36,7 @@ EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8,<10",
         "pytest-timeout>=2.3",
+        "pytest-xdist>=3.5",  # make test: -n 2
         "ruff>=0.6",
         # The wheel test builds with --no-build-isolation: setuptools with bdist_wheel.
         "setuptools>=70.1",
