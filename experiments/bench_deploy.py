@@ -50,9 +50,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from pabt_tf.export import PATTERNS, k_sweep, operator_list  # noqa: E402
 from pabt_tf.export.latency import host_latencies, load_text, paired_ratio  # noqa: E402
 from pabt_tf.export.sweep import format_sweep, time_sweep  # noqa: E402
-from pabt_tf.export import PATTERNS, k_sweep, operator_list  # noqa: E402
 from pabt_tf.layers import PaBTConv2D  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -90,6 +90,7 @@ def main() -> None:
 
     # isort: split
     from larq_compute_engine.tflite.python.interpreter import Interpreter
+
     from pabt_tf.flatbuffer_guard import MalformedFlatbufferError, check_flatbuffer
 
     if path == "--structured":

@@ -13,7 +13,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pabt_tf  # noqa: E402,F401  (sets up Keras 2 before TensorFlow is imported)
 
 # isort: split
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

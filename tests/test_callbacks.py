@@ -1,17 +1,15 @@
 """PaBTPruningCallback: schedule following, ranking, soft pruning, budget, logs, errors."""
 
 import glob
-import math
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import bop_optimizer, sparse_ce, tiny_fmnist_net
 
 import pabt_tf as pabt
 from pabt_tf import schedules
-
-from _training_utils import bop_optimizer, sparse_ce, tiny_fmnist_net
 
 
 class Recorder(tf.keras.callbacks.Callback):

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_export import BNN_MASKS, MIXED_MASKS, build_small_pabt_model, set_masks, train_few_steps
 
 import pabt_tf as pabt
 from pabt_tf.cli import benchmark, convert
 from pabt_tf.export import operator_counts
-from test_export import BNN_MASKS, MIXED_MASKS, build_small_pabt_model, set_masks, train_few_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

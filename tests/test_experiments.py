@@ -14,10 +14,10 @@ import tensorflow as tf
 import pabt_tf as pabt
 from experiments import compare, train
 from experiments.plots import plot_comparison
-from pabt_tf.costs import model_costs
-from pabt_tf.run.plots import plot_run, pruning_trajectory
 from pabt_tf import models
-from pabt_tf.data import load_fashion_mnist, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from pabt_tf.costs import model_costs
+from pabt_tf.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_fashion_mnist
+from pabt_tf.run.plots import plot_run, pruning_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

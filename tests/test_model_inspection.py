@@ -181,7 +181,8 @@ def test_files_carrying_code_are_refused_before_it_runs(files):
     for line in errors[:4]:
         assert "Lambda layer 'lambda' (Keras' Lambda" in line, line
         assert "runs the Python function stored in the file" in line, line
-    assert "layer 'writer' of class 'Writer', which Keras does not know (it would be revived from the SavedModel's graph" in errors[4]
+    assert ("layer 'writer' of class 'Writer', which Keras does not know (it would be "
+            "revived from the SavedModel's graph") in errors[4]
     assert "a SavedModel without Keras metadata (no keras_metadata.pb)" in errors[5]
     assert "layers ['writer'] were revived from the SavedModel's graph" in errors[6]
 

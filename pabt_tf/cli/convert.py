@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_keras_model(args.model, unsafe=args.unsafe)
 
+    from pabt_tf.costs import mean_binary_convs
     from pabt_tf.export import ConversionError, convert_with_report
     from pabt_tf.layers import pabt_layers
-    from pabt_tf.costs import mean_binary_convs
 
     layers = pabt_layers(model)
     if not layers:

@@ -21,40 +21,6 @@ The graph rewriter `strip_pabt` is built on lives in `pabt_tf.graph` (`rewrite_m
 `NodeContext`, re-exported here for code that imported them from this package).
 """
 
-from pabt_tf.export.stripped_layers import (
-    ChannelBias,
-    ChannelGroupSum,
-    ChannelScale,
-    DilatedQuantConv2D,
-    ThresholdShift,
-)
-from pabt_tf.export.strip import bconv_count, bconv_name, bconv_owner, parse_bconv_name, strip_pabt
-from pabt_tf.export.flatbuffer import OperatorInfo, count_operators, operator_counts, operator_list
-from pabt_tf.export.check import BinaryConvCheck, check_binary_convs, check_operators
-from pabt_tf.export.verification import VerificationResult, default_indirect_bgemm, verify
-from pabt_tf.export.conversion import (
-    ConversionError,
-    ConversionReport,
-    convert,
-    convert_with_report,
-)
-from pabt_tf.export.latency import (
-    KERNELS,
-    Latency,
-    format_latency_table,
-    host_latencies,
-    load_text,
-    paired_ratio,
-)
-from pabt_tf.export.sweep import (
-    PATTERNS,
-    SweepPoint,
-    format_sweep,
-    k_sweep,
-    pattern_mask,
-    shares_activation_base,
-    time_sweep,
-)
 from pabt_tf.export import (
     check,
     conversion,
@@ -65,6 +31,40 @@ from pabt_tf.export import (
     sweep,
     verification,
 )
+from pabt_tf.export.check import BinaryConvCheck, check_binary_convs, check_operators
+from pabt_tf.export.conversion import (
+    ConversionError,
+    ConversionReport,
+    convert,
+    convert_with_report,
+)
+from pabt_tf.export.flatbuffer import OperatorInfo, count_operators, operator_counts, operator_list
+from pabt_tf.export.latency import (
+    KERNELS,
+    Latency,
+    format_latency_table,
+    host_latencies,
+    load_text,
+    paired_ratio,
+)
+from pabt_tf.export.strip import bconv_count, bconv_name, bconv_owner, parse_bconv_name, strip_pabt
+from pabt_tf.export.stripped_layers import (
+    ChannelBias,
+    ChannelGroupSum,
+    ChannelScale,
+    DilatedQuantConv2D,
+    ThresholdShift,
+)
+from pabt_tf.export.sweep import (
+    PATTERNS,
+    SweepPoint,
+    format_sweep,
+    k_sweep,
+    pattern_mask,
+    shares_activation_base,
+    time_sweep,
+)
+from pabt_tf.export.verification import VerificationResult, default_indirect_bgemm, verify
 from pabt_tf.graph import NodeContext, rewrite_model
 
 __all__ = [
