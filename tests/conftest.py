@@ -4,11 +4,6 @@ Fashion-MNIST IDX files of Debian's `dataset-fashion-mnist`."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Under pytest-xdist the workers share the cores: one TensorFlow thread each, and for
-    # the processes their tests start (set before TensorFlow is imported).
-    for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
 
 import pabt_tf  # noqa: E402,F401  (sets up Keras 2 before TensorFlow is imported)
 
