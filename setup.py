@@ -1,43 +1,101 @@
+"""Packaging of pabt_tf: only the `pabt_tf` package goes into the wheel.
+
+Requirements are *ranges* of what pabt_tf needs and was seen working with (DESIGN.md §4);
+the exact set tested together lives in `constraints.txt`, which `make` and CI install
+with (`pip install -c constraints.txt -e '.[dev]'`).
+"""
+
+import os
+
 from setuptools import find_packages, setup
 
-# One mutually consistent set, seen working together with `pip check` clean (DESIGN.md §4):
-# larq 0.14 + larq-compute-engine 0.16 need tf.keras = Keras 2 (tf-keras, same minor as
-# TensorFlow) and numpy < 2; the newest tensorflow-datasets pulls a protobuf that breaks TF.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 INSTALL_REQUIRES = [
-    "tensorflow-cpu==2.19.1",
-    "tf-keras==2.19.0",
-    "larq==0.14.0",
-    "larq-compute-engine==0.16.0",
-    "tensorflow-datasets==4.9.8",
-    # tensorflow-metadata >= 1.18 ships protobuf-6 generated code; TF 2.19 keeps protobuf 5,
-    # and `import tensorflow_datasets` then fails (pip check does not see it).
+    # Larq and LCE need tf.keras = Keras 2: `tf-keras` of the same minor as TensorFlow.
+    # TensorFlow itself is `tensorflow` (never `tensorflow-cpu` beside it: tf-keras
+    # requires `tensorflow`, and both would write the same `tensorflow/` package). Seen
+    # working: 2.16, 2.19 and 2.21.
+    "tensorflow>=2.16,<2.22",
+    "tf-keras>=2.16,<2.22",
+    "larq>=0.14,<0.15",
+    "larq-compute-engine>=0.16,<0.17",
+    "numpy>=1.26,<2",  # larq 0.14 and larq-compute-engine 0.16 need numpy 1
+    "tensorflow-datasets>=4.9,<5",
+    # tensorflow-metadata >= 1.18 ships protobuf-6 generated code; TensorFlow <= 2.19 keeps
+    # protobuf 5, and `import tensorflow_datasets` then fails (pip check does not see it).
     "tensorflow-metadata>=1.16,<1.18",
-    # tfds 4.9.8 uses importlib_resources in DatasetBuilder.code_path on every Python.
+    # tensorflow-datasets 4.9.8 uses importlib_resources in DatasetBuilder.code_path on
+    # every Python version without declaring it.
     "importlib_resources>=6",
     "absl-py>=2.1,<3",
-    "numpy>=1.26,<2",
     "matplotlib>=3.8,<4",
 ]
 
+EXTRAS_REQUIRE = {
+    "dev": [
+        "pytest>=8,<10",
+        "pytest-timeout>=2.3",
+        "pytest-xdist>=3.5",  # make test: -n 2
+        "ruff>=0.6",
+        # The wheel test builds with --no-build-isolation: setuptools with bdist_wheel.
+        "setuptools>=70.1",
+    ],
+    "docs": [
+        "mkdocs>=1.6,<2",
+        "mkdocs-material>=9.5,<10",
+        "mkdocstrings[python]>=0.26",
+    ],
+}
+
+
+def _readme() -> str:
+    path = os.path.join(HERE, "README.md")
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 setup(
     name="pabt_tf",
-    version="0.1.0",
+    version="0.1.0",  # the only place the version is written; pabt_tf.__version__ reads it
     description=(
         "Pruning as a Binarization Technique (PaBT): train multi-base binary networks "
         "with Larq, prune binary convolutions by gradient importance down to a BNN, and "
         "deploy with Larq Compute Engine."
     ),
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=_readme(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["pabt_tf", "pabt_tf.*", "converters", "experiments"]),
+    packages=find_packages(include=["pabt_tf", "pabt_tf.*"]),
+    package_data={"pabt_tf": ["py.typed"]},
+    include_package_data=False,
+    zip_safe=False,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=8,<10", "pytest-timeout>=2.3"]},
+    extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
-            "pabt-convert=converters.convert:main",
-            "pabt-benchmark=converters.benchmark:main",
-            "pabt-quickstart=experiments.quickstart:main",
+            "pabt-convert=pabt_tf.cli.convert:main",
+            "pabt-benchmark=pabt_tf.cli.benchmark:main",
+            "pabt-quickstart=pabt_tf.cli.quickstart:main",
         ]
     },
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "License :: OSI Approved :: Apache Software License",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Software Development :: Libraries :: Python Modules",
+        "Typing :: Typed",
+    ],
 )

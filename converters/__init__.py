@@ -1,5 +1,6 @@
-"""Command-line conversion of PaBT models to LCE flatbuffers (`pabt-convert`),
-verification, and latency benchmarks on the host and on ARM boards (`pabt-benchmark`)."""
+"""From a checkout: `python -m converters.convert` and `python -m converters.benchmark` run
+the programs installed as `pabt-convert` and `pabt-benchmark`, which live in
+`pabt_tf.cli` (this directory is not installed)."""
 
 import os
 

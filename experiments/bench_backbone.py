@@ -26,6 +26,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pabt_tf  # noqa: E402  (Keras 2 before TensorFlow)
+
+# isort: split
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -88,7 +90,7 @@ def make_step(method: str, extra: dict, mask, x_y) -> tuple[callable, int]:
                   tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     train_function = model.make_train_function()
     batches = iter(tf.data.Dataset.from_tensors(x_y).repeat())
-    return (lambda: train_function(batches)["loss"]), sum(l.active_binary_convs for l in layers)
+    return (lambda: train_function(batches)["loss"]), sum(layer.active_binary_convs for layer in layers)
 
 
 def time_interleaved(configs: dict) -> tuple[dict[str, np.ndarray], dict[str, int]]:

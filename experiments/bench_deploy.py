@@ -25,7 +25,7 @@ It prints and checks (issues #4 and #10):
    activation base.
 
 Latencies are medians of single-sample runs, interleaved in rotating order round after
-round (`converters.benchmark.host_latencies`, indirect-BGEMM kernels); ratios are medians
+round (`pabt_tf.export.latency.host_latencies`, indirect-BGEMM kernels); ratios are medians
 of per-round ratios (the machine may be shared). The load average is printed with them.
 
     python -m experiments.bench_deploy
@@ -42,15 +42,17 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pabt_tf as pabt  # noqa: E402  (Keras 2 before TensorFlow)
+
+# isort: split
 import larq as lq  # noqa: E402
 import larq_compute_engine as lce  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from converters.benchmark import host_latencies, paired_ratio  # noqa: E402
-from converters.sweep import format_sweep, load_text, time_sweep  # noqa: E402
 from pabt_tf.export import PATTERNS, k_sweep, operator_list  # noqa: E402
+from pabt_tf.export.latency import host_latencies, load_text, paired_ratio  # noqa: E402
+from pabt_tf.export.sweep import format_sweep, time_sweep  # noqa: E402
 from pabt_tf.layers import PaBTConv2D  # noqa: E402
 
 FLAGS = flags.FLAGS

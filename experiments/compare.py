@@ -110,8 +110,9 @@ def finished_result(config: dict[str, Any], run_dir: str) -> dict[str, Any] | No
     # decay_steps is capped by the run to a tenth of its steps; compare what was asked.
     differ = sorted(k for k in wanted if k in saved and saved[k] != wanted[k] and k != "decay_steps")
     if differ:
+        changes = [f"{k}: {saved[k]!r} there, {wanted[k]!r} now" for k in differ]
         raise ValueError(
-            f"{path} was made with other settings ({', '.join(f'{k}: {saved[k]!r} there, {wanted[k]!r} now' for k in differ)}); "
+            f"{path} was made with other settings ({', '.join(changes)}); "
             "use another --output_dir, or --rerun to replace it."
         )
     return result
@@ -197,7 +198,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     one (the same machine, usually the same session: a ratio is less noisy than minutes)."""
     bnn = next((r for r in rows if r["method"] == "bnn"), None)
     lines = [
-        "| method | test accuracy (%) mean ± std | per seed | validation accuracy (%) | mean binary convs | binary MACs (BOPs) | float MACs | Keras model (.keras) | flatbuffer | LceBconv2d | LCE vs Keras: top-1 agreement, max abs logit diff, runs within 1e-3 | min / run | train time × STE BNN |",
+        "| method | test accuracy (%) mean ± std | per seed | validation accuracy (%) | mean binary convs | binary MACs (BOPs) | float MACs | Keras model (.keras) | flatbuffer | LceBconv2d | LCE vs Keras: top-1 agreement, max abs logit diff, runs within 1e-3 | min / run | train time × STE BNN |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -77,7 +77,7 @@ def _mean_std(values) -> tuple[float | None, float | None]:
 
 def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: int) -> list[dict]:
     """One point per group: accuracies, MACs and interleaved LCE latency of every run."""
-    from converters.benchmark import host_latencies, paired_ratio
+    from pabt_tf.export.latency import host_latencies, paired_ratio
 
     flatbuffers = {}
     for key, runs in groups.items():
@@ -89,7 +89,8 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
                                   rounds=rounds, repeats=repeats)
     }  # fmt: skip
     bnn_key = next((k for k, runs in groups.items()
-                    if runs[0]["config"]["method"] == "pabt" and not runs[0]["config"].get("budget")), None)  # fmt: skip
+                    if runs[0]["config"]["method"] == "pabt"
+                    and not runs[0]["config"].get("budget")), None)  # fmt: skip
     points = []
     for key, runs in groups.items():
         family, label = point_label(runs[0]["config"])
@@ -119,11 +120,13 @@ def dominance(points: list[dict]) -> list[str]:
     pabt = [p for p in points if p["family"] == "PaBT"]
     lines = []
     for base in (p for p in points if p["family"] == "ABC-Net"):
-        winners = [p for p in pabt if p["latency_ms"] <= base["latency_ms"] and p["accuracy_mean"] >= base["accuracy_mean"]]
+        winners = [p for p in pabt if p["latency_ms"] <= base["latency_ms"]
+                   and p["accuracy_mean"] >= base["accuracy_mean"]]  # fmt: skip
         if winners:
             best = max(winners, key=lambda p: p["accuracy_mean"])
             lines.append(f"{base['label']} ({100 * base['accuracy_mean']:.2f} %, {base['latency_ms']:.3f} ms): "
-                         f"dominated by {best['label']} ({100 * best['accuracy_mean']:.2f} %, {best['latency_ms']:.3f} ms)")  # fmt: skip
+                         f"dominated by {best['label']} ({100 * best['accuracy_mean']:.2f} %, "
+                         f"{best['latency_ms']:.3f} ms)")  # fmt: skip
         else:
             lines.append(f"{base['label']} ({100 * base['accuracy_mean']:.2f} %, {base['latency_ms']:.3f} ms): "
                          "NOT dominated by any PaBT point")
@@ -132,12 +135,13 @@ def dominance(points: list[dict]) -> list[str]:
 
 def markdown(points: list[dict], verdict: list[str], command: str, threads: int) -> str:
     rows = [
-        "| point | test accuracy (%) | validation accuracy (%) | mean binary convs | binary MACs | LCE latency (ms) | × PaBT BNN | flatbuffer |",
+        "| point | test accuracy (%) | validation accuracy (%) | mean binary convs | binary MACs | LCE latency (ms) | × PaBT BNN | flatbuffer |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         ratio = "—" if p["latency_vs_bnn"] is None else f"{p['latency_vs_bnn']:.2f}×"
-        val = "—" if p["val_accuracy_mean"] is None else f"{100 * p['val_accuracy_mean']:.2f} ± {100 * p['val_accuracy_std']:.2f}"
+        val = ("—" if p["val_accuracy_mean"] is None
+               else f"{100 * p['val_accuracy_mean']:.2f} ± {100 * p['val_accuracy_std']:.2f}")  # fmt: skip
         rows.append(
             f"| {p['label']} | **{100 * p['accuracy_mean']:.2f} ± {100 * p['accuracy_std']:.2f}** | {val} | "
             f"{p['mean_binary_convs']:.2f} | {p['binary_macs'] / 1e6:.1f} M | {p['latency_ms']:.3f} | {ratio} | "
@@ -194,7 +198,8 @@ def main(argv):
     text = markdown(points, verdict, command, FLAGS.threads)
     with open(os.path.join(FLAGS.output_dir, "frontier.md"), "w") as f:
         f.write(text + "\n")
-    write_json(os.path.join(FLAGS.output_dir, "frontier.json"), {"points": points, "verdict": verdict, "command": command})
+    write_json(os.path.join(FLAGS.output_dir, "frontier.json"),
+               {"points": points, "verdict": verdict, "command": command})  # fmt: skip
     plot(points, os.path.join(FLAGS.output_dir, "frontier.png"))
     print(text, flush=True)
     return 0

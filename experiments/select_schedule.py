@@ -92,7 +92,8 @@ def main(argv):
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
         lines.append(f"| {r['variant']} | {', '.join(map(str, r['seeds']))} | "
                      f"{100 * r['val_mean']:.2f} ± {100 * r['val_std']:.2f} | "
-                     f"{'yes' if r['competes'] else 'no (not every seed)'} | {settings} | {100 * r['test_mean']:.2f} |")  # fmt: skip
+                     f"{'yes' if r['competes'] else 'no (not every seed)'} | {settings} | "
+                     f"{100 * r['test_mean']:.2f} |")  # fmt: skip
     lines += ["", f"Chosen (highest mean validation accuracy among variants run on every seed): "
               f"**{best['variant']}**.", "",
               "Command:", "", "```", command, "```"]  # fmt: skip

@@ -4,6 +4,8 @@ Importing this package makes `tf.keras` Keras 2 (see `pabt_tf._env`); it changes
 else in TensorFlow or Larq.
 """
 
+# Keras 2 is ensured first; the public API follows in dependency order.
+# isort: skip_file
 from pabt_tf._env import ensure_keras2 as _ensure_keras2
 
 _ensure_keras2()

@@ -26,7 +26,8 @@ from pabt_tf import pruning
 from pabt_tf._validation import check_int
 from pabt_tf.layers import PaBTLayer, pabt_layers
 from pabt_tf.pruning import NORMALIZATIONS, ORDERS, RANKINGS
-from pabt_tf.schedules import PruningSchedule, deserialize as _deserialize_schedule
+from pabt_tf.schedules import PruningSchedule
+from pabt_tf.schedules import deserialize as _deserialize_schedule
 from pabt_tf.training import PaBTModel
 
 __all__ = ["PaBTPruningCallback", "RANKINGS", "NORMALIZATIONS", "ORDERS", "MISSING_IMPORTANCE"]

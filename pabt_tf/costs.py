@@ -9,11 +9,14 @@ from typing import Any, Callable, Iterator
 
 import larq as lq
 import larq.models as _lq_models
+import numpy as np
 import tensorflow as tf
 
+from pabt_tf.binary_layers import is_binary_quantizer
+from pabt_tf.graph import all_layers
 from pabt_tf.layers import PaBTLayer, pabt_layers
 
-__all__ = ["larq_profile", "larq_summary", "mean_binary_convs", "summary"]
+__all__ = ["larq_profile", "larq_summary", "mean_binary_convs", "model_costs", "summary"]
 
 
 def mean_binary_convs(model: tf.keras.Model) -> float:
@@ -199,3 +202,51 @@ def larq_summary(model: tf.keras.Model, **kwargs) -> Any:
     """`lq.models.summary(model, **kwargs)` with PaBT layers profiled (`larq_profile`)."""
     with larq_profile():
         return lq.models.summary(model, **kwargs)
+
+
+def model_costs(model: tf.keras.Model) -> dict[str, Any]:
+    """Per-example MACs of a built model, split into binary and float.
+
+    - PaBT layers: 1-bit MACs of their *active* binary convolutions.
+    - Larq `QuantConv2D`/`QuantDense` with 1-bit input and kernel quantizers: 1-bit MACs.
+    - Every other `Conv2D` / `DepthwiseConv2D` / `Dense`: float MACs.
+
+    `ops = float_macs + binary_macs / 64` is the Bi-Real / XNOR-Net convention for a
+    network's operations (a 64-bit word does 64 binary MACs).
+
+    # Returns
+        `{"binary_macs", "bops", "float_macs", "ops", "params", "weight_bytes"}`
+        (`bops` = binary MACs, 1-bit × 1-bit operations).
+    """
+    binary = floating = 0
+    for layer in all_layers(model):
+        if isinstance(layer, PaBTLayer):
+            binary += layer.binary_macs()
+            continue
+        if not isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
+            continue
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        out_shape = layer.output_shape
+        if isinstance(out_shape, list):
+            out_shape = out_shape[0]
+        spatial = int(np.prod([d for d in out_shape[1:-1] if d is not None] or [1]))
+        macs = int(np.prod(kernel.shape)) * spatial
+        if isinstance(layer, tf.keras.layers.DepthwiseConv2D):
+            macs = int(np.prod(kernel.shape)) * spatial
+        binary_layer = isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDense)) and (
+            is_binary_quantizer(layer.input_quantizer) and is_binary_quantizer(layer.kernel_quantizer)
+        )
+        if binary_layer:
+            binary += macs
+        else:
+            floating += macs
+    return {
+        "binary_macs": int(binary),
+        "bops": int(binary),
+        "float_macs": int(floating),
+        "ops": float(floating + binary / 64.0),
+        "params": int(model.count_params()),
+        "weight_bytes": int(sum(np.asarray(w).nbytes for w in model.get_weights())),
+    }

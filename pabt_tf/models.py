@@ -19,11 +19,18 @@ A `"pabt"` network is a `PaBTModel`, every other one a plain `tf.keras.Model`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import tensorflow as tf
 
-from pabt_tf.methods import METHODS, BinaryPositions, check_method, binary_conv, get_optimizer, uses_bop
+from pabt_tf.methods import (
+    METHODS,
+    BinaryPositions,
+    binary_conv,
+    check_method,
+    get_optimizer,
+    uses_bop,
+)
 from pabt_tf.training import PaBTModel
 
 __all__ = [

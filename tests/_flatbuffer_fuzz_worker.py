@@ -86,8 +86,11 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
 
-    import pabt_tf  # noqa: F401
+    import pabt_tf  # noqa: F401  (Keras 2 before LCE's interpreter imports TensorFlow)
+
+    # isort: split
     from larq_compute_engine.tflite.python.interpreter import Interpreter
+
     from pabt_tf.flatbuffer_guard import MalformedFlatbufferError, check_flatbuffer
 
     if path == "--structured":

@@ -6,9 +6,18 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pabt_tf  # noqa: E402,F401  (sets up Keras 2 before TensorFlow is imported)
-import numpy as np  # noqa: E402
+
+# isort: split
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on the machine's two cores: one TensorFlow
+    # thread each. In this process only: the processes tests start keep TensorFlow's
+    # defaults (with one thread forced through their environment, the MirroredStrategy
+    # worker's replicas no longer match its single-device run).
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from pabt_tf.data import load_fashion_mnist  # noqa: E402
 

@@ -27,6 +27,7 @@ def test_phases_split_the_schedule_and_predict_the_run():
     assert sum(r["share"] * r["step_ratio"] for r in rows) == pytest.approx(np.mean(seconds))
 
 
+@pytest.mark.slow  # an end-to-end run of the benchmark program (two whole trainings)
 def test_whole_runs_interleave_and_report(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "experiments.bench_training", "--epochs=2",

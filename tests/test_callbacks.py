@@ -1,17 +1,15 @@
 """PaBTPruningCallback: schedule following, ranking, soft pruning, budget, logs, errors."""
 
 import glob
-import math
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import bop_optimizer, sparse_ce, tiny_fmnist_net
 
 import pabt_tf as pabt
 from pabt_tf import schedules
-
-from _training_utils import bop_optimizer, sparse_ce, tiny_fmnist_net
 
 
 class Recorder(tf.keras.callbacks.Callback):
@@ -53,7 +51,7 @@ def test_polynomial_decay_fit_follows_schedule_to_target(fmnist_small, ranking):
     schedule = schedules.PolynomialDecay(begin_step=0, end_step=40, power=3, frequency=10)
     recorder = Recorder()
     callback = pabt.PaBTPruningCallback(schedule, target_per_layer=1, ranking=ranking)
-    model.fit(x[:48 * 64], y[:48 * 64], batch_size=64, epochs=1, shuffle=False, verbose=0,
+    model.fit(x[:48 * 16], y[:48 * 16], batch_size=16, epochs=1, shuffle=False, verbose=0,
               callbacks=[recorder, callback])
     layers = pabt.pabt_layers(model)
     # Exactly the target in every layer at end_step, and after it.

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_export import BNN_MASKS, MIXED_MASKS, build_small_pabt_model, set_masks, train_few_steps
 
 import pabt_tf as pabt
-from converters import benchmark, convert
+from pabt_tf.cli import benchmark, convert
 from pabt_tf.export import operator_counts
-from test_export import BNN_MASKS, MIXED_MASKS, build_small_pabt_model, set_masks, train_few_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,7 +144,7 @@ INFO: count=2705 first=371 curr=360 min=341 max=1114 avg=366.72 std=25 p5=349 me
 INFO: Inference timings in us: Init: 3204, First inference: 1503, Warmup (avg): 378.541, Inference (avg): 366.72
 INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
 INFO: Memory footprint delta from the start of the tool (MB): init=2.91406 overall=3.46484
-"""
+"""  # noqa: E501  (the tool's output, verbatim)
 
 SAMPLE_OUTPUT_OLD = """\
 Initialized session in 0.896ms

@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 import pabt_tf as pabt
-from converters import cli, convert
-from converters.model_loading import code_in_config
+from pabt_tf.cli import common as cli
+from pabt_tf.cli import convert
+from pabt_tf.cli.model_loading import code_in_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,7 +128,7 @@ def test_file_size_limit_keeps_the_existing_output(saved, tmp_path):
     output.write_bytes(b"G" * 4096)
     script = (
         "import resource, sys\n"
-        "from converters import cli, convert\n"
+        "from pabt_tf.cli import common as cli, convert\n"
         "def limited(path, data):\n"
         "    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))\n"
         "    return cli.write_atomically(path, data)\n"
@@ -197,7 +198,7 @@ def test_models_carrying_code_are_refused_in_every_format(saved):
     runs += [[saved[f"plain.{fmt}"], out, "--verify-samples", "5"] for fmt in ("h5", "tf")]
     runs += [[saved["lambda.h5"], out, "--verify-samples", "5", "--unsafe"]]
     script = (
-        "import json, os, sys\nfrom converters import convert\nresults = []\n"
+        "import json, os, sys\nfrom pabt_tf.cli import convert\nresults = []\n"
         "for argv in json.loads(sys.argv[1]):\n"
         "    code = convert.main(argv)\n"
         "    results.append([code, os.path.exists(sys.argv[2])])\n"

@@ -13,10 +13,11 @@ import tensorflow as tf
 
 import pabt_tf as pabt
 from experiments import compare, train
-from experiments.common import model_costs
-from experiments.plots import plot_comparison, plot_run
+from experiments.plots import plot_comparison
 from pabt_tf import models
-from pabt_tf.data import load_fashion_mnist, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from pabt_tf.costs import model_costs
+from pabt_tf.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_fashion_mnist
+from pabt_tf.run.plots import plot_run, pruning_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,6 +47,11 @@ def test_quickstart_end_to_end_reduced(tmp_path):
     assert results["mbn_test_accuracy"] is not None
     history = json.loads((out / "history.json").read_text())
     assert history["initial_active"] == [9, 9, 9, 9] and history["active_per_layer"][-1] == [1, 1, 1, 1]
+    # The pruning figure's trajectory: every pruning event, MAC-weighted, down to a BNN.
+    epochs, means = pruning_trajectory(history)
+    assert len(means) == len(history["pruning_events"]) + 1 >= 2
+    assert means[0] == 9.0 and means[-1] == 1.0 and np.all(np.diff(means) <= 0)
+    assert epochs[0] == 0.0 and np.all(np.diff(epochs) >= 0) and epochs[-1] <= 1.0
     # Independent check: reload the saved model (no custom_objects) and verify the
     # flatbuffer against it on real test images.
     model = tf.keras.models.load_model(out / "model.keras")
@@ -162,6 +168,24 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     assert os.path.getsize(plot_run(hist, str(tmp_path / "r.png"))) > 0
 
 
+def test_pruning_trajectory_is_the_mac_weighted_mean_after_every_event(tmp_path):
+    hist = {"epoch": [0, 1], "val_accuracy": [0.5, 0.6], "mean_binary_convs": [3.0, 1.0],
+            "initial_mean_binary_convs": 9.0, "layer_names": ["a", "b"],
+            "active_per_layer": [[3, 3], [1, 1]], "initial_active": [9, 9],
+            "final_masks": [np.eye(3).tolist(), np.eye(3)[:, :1].tolist()],
+            "pruning_events": [{"step": 5, "active_after": [6, 9]},
+                               {"step": 15, "active_after": [1, 3]}],
+            "steps_per_epoch": 10, "binary_conv_macs": [1, 3]}  # fmt: skip
+    epochs, means = pruning_trajectory(hist)
+    assert epochs.tolist() == [0.0, 0.5, 1.5]
+    assert means.tolist() == pytest.approx([9.0, (6 + 3 * 9) / 4, (1 + 3 * 3) / 4])
+    assert os.path.getsize(plot_run(hist, str(tmp_path / "r.png"))) > 0
+    # Runs recorded before the MACs and steps per epoch were kept: per-epoch points only.
+    old = {k: v for k, v in hist.items() if k not in ("binary_conv_macs", "steps_per_epoch")}
+    assert pruning_trajectory(old) is None
+    assert os.path.getsize(plot_run(old, str(tmp_path / "old.png"))) > 0
+
+
 @pytest.mark.slow
 def test_paper_recipes_run_on_tiny_prepared_tfds_data(tmp_path):
     """The CIFAR-10 and Cityscapes recipes, end to end on tiny data in the tfds format."""
@@ -196,7 +220,7 @@ def test_paper_recipes_run_on_tiny_prepared_tfds_data(tmp_path):
 
 
 def test_self_distillation_loss_and_teacher_snapshot():
-    from experiments.distill import TeacherSnapshot, with_self_distillation
+    from pabt_tf.run.distill import TeacherSnapshot, with_self_distillation
 
     base = models.fmnist_cnn("pabt", filters=(4, 4, 8, 8), stem_filters=4, weight_bases=2,
                              activation_bases=2)  # fmt: skip

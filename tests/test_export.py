@@ -203,7 +203,7 @@ def test_strip_pabt_keeps_shift_when_batchnorm_output_is_shared():
     conv.set_binary_conv_mask([[False, True], [False, False]])
     conv.input_quantizer.thresholds.assign([0.0, 0.3])
     stripped = strip_pabt(model)
-    assert [l.name for l in stripped.layers if isinstance(l, ThresholdShift)] == [
+    assert [layer.name for layer in stripped.layers if isinstance(layer, ThresholdShift)] == [
         f"{conv.name}/n1_shift"
     ]
     np.testing.assert_array_equal(stripped.get_layer(bn.name).beta.numpy(), np.full(4, 0.2, np.float32))

@@ -222,7 +222,7 @@ def test_benchmark_cli_on_malformed_files(tiny_flatbuffer, tmp_path):
         "good.tflite": data,
     }
     script = (
-        "import json, sys\nfrom converters import benchmark\n"
+        "import json, sys\nfrom pabt_tf.cli import benchmark\n"
         "codes = [benchmark.main([p, '--rounds', '1', '--repeats', '1']) for p in sys.argv[1:]]\n"
         "print(json.dumps(codes))\n"
     )
@@ -243,7 +243,7 @@ def test_benchmark_cli_on_malformed_files(tiny_flatbuffer, tmp_path):
 
 
 def test_host_latencies_checks_its_flatbuffers(tiny_flatbuffer):
-    from converters.benchmark import host_latencies
+    from pabt_tf.export.latency import host_latencies
 
     data = open(tiny_flatbuffer, "rb").read()
     with pytest.raises(ValueError, match="flatbuffer 'model'.*truncated or corrupted"):

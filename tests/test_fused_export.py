@@ -8,6 +8,7 @@ import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_export import assert_same_function, set_masks, trained  # noqa: F401  (fixture)
 
 from pabt_tf.export import (
     PATTERNS,
@@ -29,7 +30,6 @@ from pabt_tf.export import (
     verify,
 )
 from pabt_tf.layers import PaBTLayer, pabt_layers
-from test_export import assert_same_function, set_masks, trained  # noqa: F401  (fixture)
 
 L = tf.keras.layers
 LAYERS = ("b_same", "b_stride", "b_dilated", "b_dense")

@@ -112,7 +112,7 @@ def test_binary_predicates():
     sep = lq.layers.QuantSeparableConv2D(4, 3, input_quantizer="ste_sign",
                                          depthwise_quantizer="ste_sign")
     assert is_binary_quantizer(lq.quantizers.SteSign()) and not is_binary_quantizer(None)
-    assert [is_binary_layer(l) for l in (conv, dense, free, float_in, sep, L.Conv2D(4, 3))] == [
+    assert [is_binary_layer(layer) for layer in (conv, dense, free, float_in, sep, L.Conv2D(4, 3))] == [
         True, True, True, False, True, False]
     assert is_binary_quant_conv2d(conv) and is_binary_quant_conv2d(free)
     assert not is_binary_quant_conv2d(dense) and not is_binary_quant_conv2d(sep)

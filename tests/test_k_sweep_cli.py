@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import pabt_tf as pabt
-from converters import benchmark
+from pabt_tf.cli import benchmark
 from pabt_tf.layers import PaBTConv2D
 
 L = tf.keras.layers

@@ -498,6 +498,7 @@ def test_mask_bookkeeping_and_macs():
 # -- the speed benchmark runs ----------------------------------------------------------
 
 
+@pytest.mark.slow  # an end-to-end run of the benchmark program: five TensorFlow processes
 def test_bench_layers_smoke(tmp_path):
     """`python -m experiments.bench_layers` runs end to end (tiny sizes) and reports
     every ratio; the speed targets themselves are measured by running it, not here."""
@@ -509,7 +510,8 @@ def test_bench_layers_smoke(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "experiments.bench_layers", "--sizes=6", "--batch=4",
-           "--channels=8", "--bases=2", "--steps=2", "--warmup=1", f"--json={out}"]
+           "--channels=8", "--layers=2", "--bases=2", "--steps=2", "--warmup=1",
+           f"--json={out}"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,10 +7,9 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import run_in_fresh_process, sparse_ce
 
 import pabt_tf as pabt
-
-from _training_utils import run_in_fresh_process, sparse_ce
 
 
 @pytest.fixture()

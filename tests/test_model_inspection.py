@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import pabt_tf as pabt
-from converters.model_loading import code_in_config, code_in_model
+from pabt_tf.cli.model_loading import code_in_config, code_in_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,7 +146,7 @@ def test_code_in_config_recognises_what_keras_resolves():
 
 SCRIPT = r"""
 import json, os, sys
-from converters import convert
+from pabt_tf.cli import convert
 results = []
 for argv in json.loads(sys.argv[1]):
     code = convert.main(argv)
@@ -154,7 +154,7 @@ for argv in json.loads(sys.argv[1]):
     if os.path.exists(sys.argv[2]):
         os.remove(sys.argv[2])
 # --unsafe loads it; running the model runs the revived layer's graph, which writes.
-from converters.model_loading import load_keras_model
+from pabt_tf.cli.model_loading import load_keras_model
 import numpy as np
 load_keras_model(sys.argv[3], unsafe=True)(np.zeros((1, 8, 8, 3), np.float32))
 results.append(os.path.exists(sys.argv[2]))
@@ -181,13 +181,14 @@ def test_files_carrying_code_are_refused_before_it_runs(files):
     for line in errors[:4]:
         assert "Lambda layer 'lambda' (Keras' Lambda" in line, line
         assert "runs the Python function stored in the file" in line, line
-    assert "layer 'writer' of class 'Writer', which Keras does not know (it would be revived from the SavedModel's graph" in errors[4]
+    assert ("layer 'writer' of class 'Writer', which Keras does not know (it would be "
+            "revived from the SavedModel's graph") in errors[4]
     assert "a SavedModel without Keras metadata (no keras_metadata.pb)" in errors[5]
     assert "layers ['writer'] were revived from the SavedModel's graph" in errors[6]
 
 
 def test_help_says_which_saved_models_need_unsafe(capsys):
-    from converters import convert
+    from pabt_tf.cli import convert
 
     with pytest.raises(SystemExit):
         convert.main(["--help"])

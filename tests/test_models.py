@@ -77,8 +77,8 @@ def test_every_model_builds_for_every_method_with_the_same_architecture(name):
             reference = structure
         assert structure == reference, method  # same layers, names and output shapes
         assert isinstance(model, pabt.PaBTModel) == (method == "pabt")
-        binary = [l for l in model.layers if l.name.startswith("bconv_")]
-        assert [l.name for l in binary] == [f"bconv_{i}" for i in range(n_binary)]
+        binary = [layer for layer in model.layers if layer.name.startswith("bconv_")]
+        assert [layer.name for layer in binary] == [f"bconv_{i}" for i in range(n_binary)]
         for layer in binary:
             _check_binary_position(layer, method)
             # A BatchNormalization right after every binary convolution.
@@ -88,14 +88,14 @@ def test_every_model_builds_for_every_method_with_the_same_architecture(name):
         assert type(model.get_layer("stem_conv")) is tf.keras.layers.Conv2D
         last = model.layers[-1]
         assert not isinstance(last, (lq.layers.QuantConv2D, PaBTConv2D))
-        quantized = [l for l in model.layers if isinstance(l, (lq.layers.QuantConv2D, PaBTConv2D))]
+        quantized = [layer for layer in model.layers if isinstance(layer, (lq.layers.QuantConv2D, PaBTConv2D))]
         assert len(quantized) == (0 if method == "float" else n_binary)
         if method == "float":  # the nonlinearity sits where the others binarize
-            assert len([l for l in model.layers if l.name.startswith("act_")]) == n_binary
+            assert len([layer for layer in model.layers if layer.name.startswith("act_")]) == n_binary
         if name.startswith(("resnet", "segmentation", "fmnist_resnet")):
-            downs = [l for l in model.layers if l.name.endswith("_down_conv")]
-            assert downs and all(type(l) is tf.keras.layers.Conv2D for l in downs)
-            adds = [l for l in model.layers if l.name.endswith("_add") and l.name.startswith("s")]
+            downs = [layer for layer in model.layers if layer.name.endswith("_down_conv")]
+            assert downs and all(type(layer) is tf.keras.layers.Conv2D for layer in downs)
+            adds = [layer for layer in model.layers if layer.name.endswith("_add") and layer.name.startswith("s")]
             assert len(adds) == n_binary  # a real-valued shortcut around every binary conv
 
 
@@ -115,7 +115,7 @@ def test_pabt_model_settings_and_bad_arguments():
                    latent_weights=False, criterion="taylor_squared", importance_momentum=0.5)  # fmt: skip
     assert model.criterion == "taylor_squared" and model.importance_momentum == 0.5
     layers = pabt.pabt_layers(model)
-    assert len(layers) == 4 and all(not l.latent_weights for l in layers)
+    assert len(layers) == 4 and all(not layer.latent_weights for layer in layers)
     with pytest.raises(ValueError, match="method"):
         models.build_model("fmnist_cnn", "xnor")
     with pytest.raises(ValueError, match="name"):
@@ -132,8 +132,8 @@ def test_get_optimizer_gives_bop_exactly_the_binary_kernels(method, latent):
     model.compile(optimizer, tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype(np.float32)
     y = np.arange(8) % 10
-    binary = [l for l in model.layers if l.name.startswith("bconv_")]
-    kernels = [k for l in binary for k in (l.kernels if method == "pabt" else [l.kernel])]
+    binary = [layer for layer in model.layers if layer.name.startswith("bconv_")]
+    kernels = [k for layer in binary for k in (layer.kernels if method == "pabt" else [layer.kernel])]
     before = [k.numpy() if not hasattr(k, "latent_variable") else k.latent_variable.numpy() for k in kernels]
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)
     if not models.uses_bop(method, latent):
@@ -153,7 +153,7 @@ def test_get_optimizer_gives_bop_exactly_the_binary_kernels(method, latent):
 def test_abc_bases_choose_the_multi_base_width():
     model = _build("fmnist_cnn", "abc", abc_bases=(2, 1), weight_bases=3, activation_bases=3)
     layers = pabt.pabt_layers(model)
-    assert all((l.weight_bases, l.activation_bases, l.bases) == (2, 1, "abc") for l in layers)
+    assert all((layer.weight_bases, layer.activation_bases, layer.bases) == (2, 1, "abc") for layer in layers)
     assert pabt.mean_binary_convs(model) == 2.0
     for bad in [(0, 1), (2,), "3x3", (1.5, 2)]:
         with pytest.raises(ValueError, match="abc_bases"):
@@ -173,7 +173,7 @@ def test_activation_quantizer_reaches_every_multi_base_layer(method, tmp_path):
         layers = pabt.pabt_layers(model)
         assert len(layers) == 6
         expected = lq.quantizers.ApproxSign if q else lq.quantizers.SteSign
-        assert all(isinstance(l.input_quantizer.pseudo_gradient, expected) for l in layers)
+        assert all(isinstance(layer.input_quantizer.pseudo_gradient, expected) for layer in layers)
         with tf.GradientTape() as tape:
             outputs[q] = model(x, training=False)
             loss = tf.reduce_sum(outputs[q] ** 2)
@@ -183,8 +183,8 @@ def test_activation_quantizer_reaches_every_multi_base_layer(method, tmp_path):
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = tf.keras.models.load_model(path)
-    assert all(isinstance(l.input_quantizer.pseudo_gradient, lq.quantizers.ApproxSign)
-               for l in pabt.pabt_layers(loaded))  # fmt: skip
+    assert all(isinstance(layer.input_quantizer.pseudo_gradient, lq.quantizers.ApproxSign)
+               for layer in pabt.pabt_layers(loaded))  # fmt: skip
     for bad_method in ("bnn", "bnn_bireal", "bnn_bop", "float"):
         with pytest.raises(ValueError, match="activation_quantizer"):
             _build("fmnist_resnet", bad_method, activation_quantizer="approx_sign")
@@ -194,11 +194,12 @@ def test_activation_quantizer_reaches_every_multi_base_layer(method, tmp_path):
 
 def test_fmnist_resnet_sizes_and_downsampling():
     model = models.fmnist_resnet("bnn")  # the default size used in the comparison
-    binary = [l for l in model.layers if l.name.startswith("bconv_")]
-    assert [tuple(l.output_shape[1:]) for l in binary] == [
+    binary = [layer for layer in model.layers if layer.name.startswith("bconv_")]
+    assert [tuple(layer.output_shape[1:]) for layer in binary] == [
         (14, 14, 32), (14, 14, 32), (7, 7, 64), (7, 7, 64), (4, 4, 128), (4, 4, 128)]
     # Bi-Real downsampling: average pool + float 1x1 conv + BN on the shortcut.
-    assert [l.name for l in model.layers if l.name.endswith("_down_pool")] == ["s1b0c0_down_pool", "s2b0c0_down_pool"]
+    pools = [layer.name for layer in model.layers if layer.name.endswith("_down_pool")]
+    assert pools == ["s1b0c0_down_pool", "s2b0c0_down_pool"]
     with pytest.raises(ValueError, match="stage_filters"):
         models.fmnist_resnet("bnn", stage_filters=(8, 8), blocks_per_stage=(1,))
 

@@ -10,12 +10,11 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import bop_optimizer, small_bn_net, sparse_ce
 
 import pabt_tf as pabt
 from pabt_tf import schedules
 from pabt_tf.nonfinite import nonfinite_weights
-
-from _training_utils import bop_optimizer, small_bn_net, sparse_ce
 
 
 def _data(n, seed=0):

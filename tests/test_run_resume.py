@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from experiments import compare, train
-from experiments.run_state import LOCK, PROGRESS, RunLock
+from pabt_tf.run.state import LOCK, PROGRESS, RunLock
 
 TINY = dict(
     method="pabt", epochs=3, steps=8, train_limit=512, validation_limit=128, test_limit=128,

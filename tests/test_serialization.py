@@ -10,12 +10,11 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import run_in_fresh_process
 
 import pabt_tf as pabt
 from pabt_tf.layers import PaBTConv2D, PaBTDense
 from pabt_tf.quantizers import ABCWeightBases, MultiBaseSign, RandomSign
-
-from _training_utils import run_in_fresh_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import bop_optimizer, sparse_ce, tiny_fmnist_net
 
 import pabt_tf as pabt
 from pabt_tf.training import PaBTModel, importance_scores, update_importance
-
-from _training_utils import bop_optimizer, sparse_ce, tiny_fmnist_net
 
 
 def _small_model(criterion="taylor", momentum=0.9, seed=1, model_cls=PaBTModel):

@@ -46,6 +46,6 @@ def test_verify_rejects_truncated_and_corrupted_flatbuffers_without_crashing():
     result = subprocess.run([sys.executable, "-c", CODE], cwd=ROOT, capture_output=True,
                             text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
-    line = [l for l in result.stdout.splitlines() if l.startswith("REJECTED")][0]
+    line = [text for text in result.stdout.splitlines() if text.startswith("REJECTED")][0]
     rejected = int(line.split()[1])
     assert rejected >= 3  # every truncation at least; corruptions of weight bytes may be valid

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pabt_tf.data.cifar10 import CIFAR10_LAYOUTS, cifar10_datasets, cifar10_layout
 from pabt_tf.data.cityscapes import (
     CITYSCAPES_IGNORE_LABEL,
     CITYSCAPES_TRAIN_IDS,
@@ -42,7 +43,6 @@ from pabt_tf.data.fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
-from pabt_tf.data.cifar10 import CIFAR10_LAYOUTS, cifar10_datasets, cifar10_layout
 from pabt_tf.data.image_folder import (
     CIFAR10_CLASSES,
     ImageArrays,

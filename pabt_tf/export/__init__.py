@@ -11,13 +11,43 @@ DESIGN.md §1.4. One job per module, each usable on its own:
   `LceBconv2d`?
 - `verification`: `verify`, LCE's Python interpreter against Keras.
 - `conversion`: `convert` / `convert_with_report`, all of the above in one call.
+- `latency`: `host_latencies`, flatbuffers timed in LCE's interpreter on this host,
+  interleaved (`paired_ratio` between two of them).
 - `sweep`: `k_sweep`, the model converted with k active binary convolutions per layer
-  (mask patterns, fused and unfused), for deployment benchmarks.
+  (mask patterns, fused and unfused), and `time_sweep`, those variants timed against the
+  `k = 1` network, for deployment benchmarks.
 
 The graph rewriter `strip_pabt` is built on lives in `pabt_tf.graph` (`rewrite_model`,
 `NodeContext`, re-exported here for code that imported them from this package).
 """
 
+from pabt_tf.export import (
+    check,
+    conversion,
+    flatbuffer,
+    latency,
+    strip,
+    stripped_layers,
+    sweep,
+    verification,
+)
+from pabt_tf.export.check import BinaryConvCheck, check_binary_convs, check_operators
+from pabt_tf.export.conversion import (
+    ConversionError,
+    ConversionReport,
+    convert,
+    convert_with_report,
+)
+from pabt_tf.export.flatbuffer import OperatorInfo, count_operators, operator_counts, operator_list
+from pabt_tf.export.latency import (
+    KERNELS,
+    Latency,
+    format_latency_table,
+    host_latencies,
+    load_text,
+    paired_ratio,
+)
+from pabt_tf.export.strip import bconv_count, bconv_name, bconv_owner, parse_bconv_name, strip_pabt
 from pabt_tf.export.stripped_layers import (
     ChannelBias,
     ChannelGroupSum,
@@ -25,26 +55,16 @@ from pabt_tf.export.stripped_layers import (
     DilatedQuantConv2D,
     ThresholdShift,
 )
-from pabt_tf.export.strip import bconv_count, bconv_name, bconv_owner, parse_bconv_name, strip_pabt
-from pabt_tf.export.flatbuffer import OperatorInfo, count_operators, operator_counts, operator_list
-from pabt_tf.export.check import BinaryConvCheck, check_binary_convs, check_operators
+from pabt_tf.export.sweep import (
+    PATTERNS,
+    SweepPoint,
+    format_sweep,
+    k_sweep,
+    pattern_mask,
+    shares_activation_base,
+    time_sweep,
+)
 from pabt_tf.export.verification import VerificationResult, default_indirect_bgemm, verify
-from pabt_tf.export.conversion import (
-    ConversionError,
-    ConversionReport,
-    convert,
-    convert_with_report,
-)
-from pabt_tf.export.sweep import PATTERNS, SweepPoint, k_sweep, pattern_mask, shares_activation_base
-from pabt_tf.export import (
-    check,
-    conversion,
-    flatbuffer,
-    strip,
-    stripped_layers,
-    sweep,
-    verification,
-)
 from pabt_tf.graph import NodeContext, rewrite_model
 
 __all__ = [
@@ -53,6 +73,7 @@ __all__ = [
     *check.__all__,
     *verification.__all__,
     *conversion.__all__,
+    *latency.__all__,
     *sweep.__all__,
     "rewrite_model",
     "NodeContext",

@@ -15,13 +15,13 @@ import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf.costs import mean_binary_convs
 from pabt_tf.export.check import check_operators
 from pabt_tf.export.flatbuffer import count_operators, operator_list
 from pabt_tf.export.precision import check_finite_weights, float32_model, float32_scope
 from pabt_tf.export.strip import strip_pabt
 from pabt_tf.export.verification import VerificationResult, remember_converted, verify
 from pabt_tf.layers import pabt_layers
-from pabt_tf.costs import mean_binary_convs
 
 __all__ = ["convert", "convert_with_report", "ConversionReport", "ConversionError"]
 

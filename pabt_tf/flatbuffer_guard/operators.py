@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import TYPE_CHECKING
 
 from pabt_tf.flatbuffer_guard.structure import enum_names, tensor_shape
+
+if TYPE_CHECKING:  # references.py imports this module
+    from pabt_tf.flatbuffer_guard.references import Checker
 
 # LCE's converter writes TF Lite's `Padding` and `ActivationFunctionType` enum values
 # (NONE, RELU, RELU_N1_TO_1, RELU6); older converters wrote names.

@@ -21,7 +21,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from experiments.common import read_json, write_json
+from pabt_tf.run.records import read_json, write_json
 
 PROGRESS = "progress.json"
 BACKUP = "backup"

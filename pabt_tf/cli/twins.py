@@ -3,11 +3,13 @@
 `float_twin(model)` and `larq_twin(model)` rebuild a Keras model with every binary layer
 replaced, keeping every other layer (BatchNorm, pooling, the float first/last layers):
 
-| layer in `model`                       | float twin              | Larq twin (what a Larq user writes)              |
-|----------------------------------------|-------------------------|--------------------------------------------------|
-| `PaBTConv2D` (any number of active convs) | `Conv2D`, same shape | `lq.layers.QuantConv2D(ste_sign, ste_sign, pad_values=1)` |
-| `PaBTDense`                            | `Dense`                 | `lq.layers.QuantDense(ste_sign, ste_sign)`        |
-| Larq binary `QuantConv2D` / `QuantDense` | `Conv2D` / `Dense`    | unchanged                                        |
+| layer in `model`                  | float twin          | Larq twin (what a Larq user writes)          |
+|-----------------------------------|---------------------|----------------------------------------------|
+| `PaBTConv2D` (any active convs)   | `Conv2D`, same shape | `QuantConv2D(ste_sign, ste_sign, pad_values=1)` |
+| `PaBTDense`                       | `Dense`             | `QuantDense(ste_sign, ste_sign)`             |
+| Larq binary `QuantConv2D` / `QuantDense` | `Conv2D` / `Dense` | unchanged                            |
+
+(`QuantConv2D`, `QuantDense`: `lq.layers`.)
 
 A PaBT layer becomes *one* convolution whatever its number of active binary
 convolutions: the twins are the float network and the BNN of the same architecture.

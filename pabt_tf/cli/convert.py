@@ -15,7 +15,7 @@ beside it and renamed over OUT only when complete, so a failed write (disk full,
 limit) leaves an existing OUT as it was.
 
 Models whose config carries Python code (`Lambda` layers, see
-`converters.model_loading`) are refused before loading, in every format: the `.h5` and
+`pabt_tf.cli.model_loading`) are refused before loading, in every format: the `.h5` and
 SavedModel loaders would run that code. So are SavedModels without Keras metadata or with
 layers Keras would revive from the saved graph. `--unsafe` loads them anyway, for trusted
 files.
@@ -35,7 +35,7 @@ import sys
 import numpy as np
 
 # Shared CLI plumbing; re-exported here, where it used to live.
-from converters.cli import (  # noqa: F401
+from pabt_tf.cli.common import (  # noqa: F401
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -45,7 +45,7 @@ from converters.cli import (  # noqa: F401
     run_cli,
     write_atomically,
 )
-from converters.model_loading import load_keras_model  # noqa: F401
+from pabt_tf.cli.model_loading import load_keras_model  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_keras_model(args.model, unsafe=args.unsafe)
 
+    from pabt_tf.costs import mean_binary_convs
     from pabt_tf.export import ConversionError, convert_with_report
     from pabt_tf.layers import pabt_layers
-    from pabt_tf.costs import mean_binary_convs
 
     layers = pabt_layers(model)
     if not layers:

@@ -33,7 +33,7 @@ import os
 import warnings
 import zipfile
 
-from converters.cli import CliError
+from pabt_tf.cli.common import CliError
 
 __all__ = ["code_in_config", "code_in_model", "load_keras_model"]
 
@@ -269,8 +269,9 @@ def load_keras_model(path: str, unsafe: bool = False):
         CliError: missing path, a file that is not a readable Keras model, or (without
             `unsafe`) a model whose config carries code.
     """
-    import pabt_tf  # noqa: F401  (Keras 2 + registered custom objects)
     import tensorflow as tf
+
+    import pabt_tf  # noqa: F401  (Keras 2 + registered custom objects)
 
     tf.get_logger().setLevel("ERROR")  # "compiled the loaded model..." chatter
     if not os.path.exists(path):
