@@ -26,7 +26,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pabt_tf.data.cifar10 import CIFAR10_LAYOUTS, cifar10_datasets, cifar10_layout
+from pabt_tf.data.cifar10 import (
+    CIFAR10_CLASSES,
+    CIFAR10_LAYOUTS,
+    cifar10_datasets,
+    cifar10_layout,
+    read_cifar10_pickles,
+)
 from pabt_tf.data.cityscapes import (
     CITYSCAPES_IGNORE_LABEL,
     CITYSCAPES_TRAIN_IDS,
@@ -44,13 +50,11 @@ from pabt_tf.data.fashion_mnist import (
     read_idx,
 )
 from pabt_tf.data.image_folder import (
-    CIFAR10_CLASSES,
     ImageArrays,
     array_datasets,
     channel_statistics,
     image_folder_datasets,
     load_image_folder,
-    read_cifar10_pickles,
     read_class_folders,
 )
 from pabt_tf.data.pipeline import Datasets, split_train_validation

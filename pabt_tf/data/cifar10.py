@@ -14,19 +14,27 @@ CIFAR-10's published statistics.
 from __future__ import annotations
 
 import os
+import pickle
+
+import numpy as np
 
 from pabt_tf.data.image_folder import (
-    CIFAR10_CLASSES,
+    ImageArrays,
     array_datasets,
     check_keywords,
     check_pipeline_arguments,
     load_image_folder,
-    read_cifar10_pickles,
 )
 from pabt_tf.data.pipeline import Datasets
 from pabt_tf.data.tfds_sets import cifar10_tfds_datasets
 
-__all__ = ["CIFAR10_LAYOUTS", "cifar10_layout", "cifar10_datasets"]
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_LAYOUTS",
+    "cifar10_layout",
+    "cifar10_datasets",
+    "read_cifar10_pickles",
+]
 
 CIFAR10_LAYOUTS = ("class_folders", "pickles", "tfds")
 _PICKLES = "cifar-10-batches-py"
@@ -35,6 +43,83 @@ _EXPECTED = (
     f"data_batch_1 … data_batch_5 and test_batch ({_PICKLES}, in the folder or in "
     f"<data_dir>/{_PICKLES}); cifar10/<version>/ (a tensorflow-datasets data directory)"
 )
+
+
+# -- CIFAR-10 pickles -------------------------------------------------------------------
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR-10 batches hold (dicts, lists, bytes, NumPy arrays):
+    a pickle naming any other global is refused instead of run."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name}: a CIFAR-10 batch holds only "
+                "arrays, lists and strings"
+            )
+        return super().find_class(module, name)
+
+
+def _read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path}: missing; a cifar-10-batches-py folder holds data_batch_1 … "
+            "data_batch_5 and test_batch."
+        )
+    try:
+        with open(path, "rb") as f:
+            batch_dict = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a CIFAR-10 batch pickle: {err}") from None
+    if not isinstance(batch_dict, dict):
+        raise ValueError(f"{path}: expected a pickled dict, found {type(batch_dict).__name__}.")
+    data, labels = batch_dict.get(b"data"), batch_dict.get(b"labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
+        data.shape[1] != 3 * 32 * 32
+    ):
+        raise ValueError(f"{path}: expected b'data' uint8 of shape (n, 3072).")
+    labels = np.asarray(labels if labels is not None else [], np.int64)
+    if labels.shape != (len(data),) or (len(labels) and not 0 <= labels.min() <= labels.max() < 10):
+        raise ValueError(f"{path}: expected b'labels', {len(data)} integers in 0..9.")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.astype(np.int32)
+
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+def read_cifar10_pickles(folder: str) -> ImageArrays:
+    """The official `cifar-10-batches-py` folder (what Keras' CIFAR-10 download leaves):
+    `data_batch_1` … `data_batch_5` and `test_batch`, read with an unpickler that refuses
+    anything but arrays and lists (an untrusted pickle cannot run code).
+
+    # Raises
+        FileNotFoundError: a batch file is missing.
+        ValueError: a file that is not a CIFAR-10 batch (names it).
+    """
+    parts = [_read_batch(os.path.join(folder, f"data_batch_{i}")) for i in range(1, 6)]
+    test_x, test_y = _read_batch(os.path.join(folder, "test_batch"))
+    return ImageArrays(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        test_x,
+        test_y,
+        CIFAR10_CLASSES,
+        os.path.abspath(folder),
+    )
+
 
 
 def cifar10_layout(data_dir: str) -> tuple[str, str]:
