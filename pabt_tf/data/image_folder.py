@@ -1,7 +1,7 @@
 """Image classification data held in memory as uint8 arrays: a class-folder tree (the
-layout `tf.keras.utils.image_dataset_from_directory` reads), the official CIFAR-10
-`cifar-10-batches-py` pickles, and the train / validation / test pipelines built on such
-arrays.
+layout `tf.keras.utils.image_dataset_from_directory` reads) and the train / validation /
+test pipelines built on such arrays (`pabt_tf.data.cifar10` reads CIFAR-10's pickles into
+the same arrays).
 
 Every image is decoded once per process (the arrays are kept, keyed by the files' names,
 sizes and modification times) and stays uint8 until a batch is made. Nothing is ever
