@@ -194,12 +194,12 @@ def plan_pruning(
     sizes = [k.size for k in kept]
     chosen: list[tuple[int, int, int]] = []
 
-    def take(i: int, scores: np.ndarray) -> tuple[float, int, int]:
+    def take(i: int, scores: np.ndarray) -> None:
+        """Prune layer `i`'s next candidate (by `order`)."""
         m, n = next_candidate(scores, kept[i], order)
         counts[i] -= 1
         kept[i][m, n] = False
         chosen.append((i, m, n))
-        return float(scores[m, n]), m, n
 
     if ranking == "global":
         scores = ranking_scores(importances, kept, macs, normalization, mac_weighted)
