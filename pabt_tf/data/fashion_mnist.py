@@ -14,17 +14,14 @@ import struct
 import zlib
 
 import numpy as np
-import tensorflow as tf
 
 from pabt_tf.data.pipeline import (
     Datasets,
-    batch,
+    array_pipelines,
     check_batch_size,
     check_limit,
     normalize_image,
-    pad_crop_flip,
     split_train_validation,
-    train_pipeline,
 )
 
 __all__ = [
@@ -259,28 +256,15 @@ def fashion_mnist_datasets(
     def preprocess(image, label):
         return normalize_image(image, mean, std), label
 
-    def augment_fn(example, s):
-        image, label = example
-        return pad_crop_flip(image, s, crop_padding, flip), label
-
-    train = train_pipeline(
-        tf.data.Dataset.from_tensor_slices((x_train, y_train)),
-        len(x_train),
-        batch_size,
-        seed,
-        augment_fn if augment else None,
-        preprocess,
-        None,
-    )
-
-    def evaluation(xs, ys):
-        ds = tf.data.Dataset.from_tensor_slices((xs, ys))
-        return batch(ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
+    train, validation, test = array_pipelines(
+        (x_train, y_train), (x_val, y_val), (x_test, y_test), batch_size, seed, preprocess,
+        crop_padding if augment else None, flip,
+    )  # fmt: skip
 
     return Datasets(
         train=train,
-        validation=evaluation(x_val, y_val),
-        test=evaluation(x_test, y_test),
+        validation=validation,
+        test=test,
         input_shape=(*_IMAGE_SIZE, 1),
         num_classes=len(FASHION_MNIST_CLASSES),
         train_size=len(x_train),

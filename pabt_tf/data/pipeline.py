@@ -20,6 +20,7 @@ __all__ = [
     "pad_crop_flip",
     "batch",
     "train_pipeline",
+    "array_pipelines",
 ]
 
 
@@ -194,3 +195,44 @@ def train_pipeline(
         )
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     return batch(ds, batch_size)
+
+
+def array_pipelines(
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    batch_size: int,
+    seed: int,
+    preprocess: Callable,
+    crop_padding: int | None,
+    flip: bool,
+) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
+    """Batched train / validation / test pipelines of in-memory `(images, labels)` arrays.
+
+    Training examples are shuffled and, if `crop_padding` is not None, augmented with
+    `pad_crop_flip(image, seed, crop_padding, flip)` before `preprocess`; validation and
+    test are only preprocessed.
+
+    # Returns
+        `(train, validation, test)` datasets.
+    """
+
+    def augment_fn(example, s):
+        image, label = example
+        return pad_crop_flip(image, s, crop_padding, flip), label
+
+    train_ds = train_pipeline(
+        tf.data.Dataset.from_tensor_slices(train),
+        len(train[0]),
+        batch_size,
+        seed,
+        None if crop_padding is None else augment_fn,
+        preprocess,
+        None,
+    )
+
+    def evaluation(arrays):
+        ds = tf.data.Dataset.from_tensor_slices(arrays)
+        return batch(ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
+
+    return train_ds, evaluation(validation), evaluation(test)
