@@ -22,10 +22,9 @@ from pabt_tf.data.image_folder import (
     ImageArrays,
     array_datasets,
     check_keywords,
-    check_pipeline_arguments,
     load_image_folder,
 )
-from pabt_tf.data.pipeline import Datasets
+from pabt_tf.data.pipeline import Datasets, check_pipeline_arguments
 from pabt_tf.data.tfds_sets import cifar10_tfds_datasets
 
 __all__ = [

@@ -18,8 +18,8 @@ import numpy as np
 from pabt_tf.data.pipeline import (
     Datasets,
     array_pipelines,
-    check_batch_size,
     check_limit,
+    check_pipeline_arguments,
     normalize_image,
     split_train_validation,
 )
@@ -234,15 +234,9 @@ def fashion_mnist_datasets(
         ValueError: on a bad argument or malformed files; FileNotFoundError: if the data
             is not installed.
     """
-    batch_size = check_batch_size(batch_size)
-    for name, value in (
-        ("train_limit", train_limit),
-        ("validation_limit", validation_limit),
-        ("test_limit", test_limit),
-    ):
-        check_limit(name, value)
-    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
-        raise ValueError(f"`crop_padding` must be a non-negative integer, got {crop_padding!r}.")
+    batch_size = check_pipeline_arguments(
+        batch_size, train_limit, validation_limit, test_limit, crop_padding
+    )
     x, y = load_fashion_mnist("train", data_dir=data_dir)
     x_test, y_test = load_fashion_mnist("test", limit=test_limit, data_dir=data_dir)
     (x_train, y_train), (x_val, y_val) = split_train_validation(x, y, validation_size, seed)

@@ -23,8 +23,7 @@ import tensorflow as tf
 from pabt_tf.data.pipeline import (
     Datasets,
     array_pipelines,
-    check_batch_size,
-    check_limit,
+    check_pipeline_arguments,
     normalize_image,
     split_train_validation,
 )
@@ -34,7 +33,6 @@ __all__ = [
     "channel_statistics",
     "read_class_folders",
     "load_image_folder",
-    "check_pipeline_arguments",
     "check_keywords",
     "array_datasets",
     "image_folder_datasets",
@@ -224,36 +222,6 @@ def channel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[tuple, tu
     # A constant channel would divide by zero: leave its scale alone.
     std = np.where(std > 1e-6, std, 1.0)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-
-def check_pipeline_arguments(
-    batch_size=128,
-    train_limit=None,
-    validation_limit=None,
-    test_limit=None,
-    crop_padding=4,
-    mean=None,
-    std=None,
-    **_others,
-) -> int:
-    """Check `array_datasets`' arguments that need no data (so a loader can check them
-    before it reads anything); returns `batch_size` as an int.
-
-    # Raises
-        ValueError: naming the first bad argument.
-    """
-    batch_size = check_batch_size(batch_size)
-    for arg, value in (
-        ("train_limit", train_limit),
-        ("validation_limit", validation_limit),
-        ("test_limit", test_limit),
-    ):
-        check_limit(arg, value)
-    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
-        raise ValueError(f"`crop_padding` must be a non-negative integer, got {crop_padding!r}.")
-    if (mean is None) != (std is None):
-        raise ValueError("`mean` and `std` must be given together.")
-    return batch_size
 
 
 def array_datasets(

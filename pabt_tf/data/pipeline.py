@@ -16,6 +16,7 @@ __all__ = [
     "check_batch_size",
     "check_limit",
     "check_validation_size",
+    "check_pipeline_arguments",
     "normalize_image",
     "pad_crop_flip",
     "batch",
@@ -95,6 +96,36 @@ def check_validation_size(validation_size: Any, n: int) -> None:
             f"`validation_size` must be in [0, {n}) for {n} training examples, "
             f"got {validation_size}."
         )
+
+
+def check_pipeline_arguments(
+    batch_size=128,
+    train_limit=None,
+    validation_limit=None,
+    test_limit=None,
+    crop_padding=4,
+    mean=None,
+    std=None,
+    **_others,
+) -> int:
+    """Check the pipeline arguments that need no data (so a loader can check them
+    before it reads anything); returns `batch_size` as an int.
+
+    # Raises
+        ValueError: naming the first bad argument.
+    """
+    batch_size = check_batch_size(batch_size)
+    for arg, value in (
+        ("train_limit", train_limit),
+        ("validation_limit", validation_limit),
+        ("test_limit", test_limit),
+    ):
+        check_limit(arg, value)
+    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+        raise ValueError(f"`crop_padding` must be a non-negative integer, got {crop_padding!r}.")
+    if (mean is None) != (std is None):
+        raise ValueError("`mean` and `std` must be given together.")
+    return batch_size
 
 
 # -- split, preprocessing, batching -----------------------------------------------------
