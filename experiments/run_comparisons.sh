@@ -99,6 +99,7 @@ C10=$RESULTS/cifar10
 EPOCHS=${EPOCHS:-15}
 CIFAR="--dataset cifar10 --data_dir ${CIFAR10_DIR:-../shared/data/cifar10-jpeg} --model fmnist_resnet --epochs $EPOCHS --threads 1"
 APPROX='{"activation_quantizer": "approx_sign"}'
+LONG="${CIFAR/--epochs $EPOCHS/--epochs $((2 * EPOCHS))}"
 
 # The PaBT variants chosen among on validation of seeds 0-2 (at most three): the
 # default; Bi-Real's approx_sign in the PaBT layers; whole activation bases pruned first.
@@ -118,6 +119,13 @@ headroom() {  # 4a. Full precision vs the Bi-Real-style BNN, seed 0, validation:
 }
 
 chosen() {  # the variant chosen on validation (4b), once its selection has run
+    local v
+    for v in pabt pabt_approx pabt_abases; do  # stream b waits for stream a's selection
+        until $PY -c 'import json, sys; rows = json.load(open(sys.argv[1]))["rows"]
+sys.exit(not rows or any(r["seeds"] != [0, 1, 2] for r in rows))' $C10/select/$v/summary.json 2>/dev/null; do
+            sleep 60
+        done
+    done
     $PY -m experiments.select_schedule --comparisons $C10/select/pabt,$C10/select/pabt_approx,$C10/select/pabt_abases \
         --output $C10/selection.md --winner_file $C10/selection.winner >&2
     cat $C10/selection.winner
@@ -139,9 +147,9 @@ cifar10_a() {
     # 4d. Latent-weight-free: the chosen variant with +-1 kernels trained by Bop.
     $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" \
         --latent_weights=false --tag "${TAG}_bop" --output_dir $C10/compare/pabt_bop
-    # 4e. Frontier: PaBT stopped at a mean of 2 binary convolutions per layer.
-    $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" --budget 2 \
-        --tag "${TAG}_b2" --output_dir $C10/frontier/pabt_b2
+    # 4f. Twice the epochs: the chosen PaBT (its baseline runs in stream b).
+    $PY -m experiments.compare $LONG --methods pabt --seeds "$SEEDS" --evaluate_mbn "${VARIANT[@]}" \
+        --tag "$TAG" --output_dir $C10/long/pabt
 }
 
 cifar10_b() {
@@ -150,16 +158,16 @@ cifar10_b() {
     # 4c. The baselines on seeds 3-5: every BNN, full precision, the Larq Bop BNN.
     $PY -m experiments.compare $CIFAR --methods bnn_bireal,bnn,float,bnn_bop --seeds "$SEEDS" \
         --output_dir $C10/compare/baselines
-    # 4e. Frontier: ABC-Net with 2 weight bases and 1 activation base.
+    # 4e. Frontier: ABC-Net with 2 weight bases and 1 activation base, and the chosen
+    # PaBT stopped at a mean of 2 binary convolutions per layer.
     $PY -m experiments.compare $CIFAR --methods abc --seeds "$SEEDS" --model_kwargs '{"abc_bases": [2, 1]}' \
         --tag _2x1 --output_dir $C10/frontier/abc_2x1
-    # 4f. Twice the epochs: the best BNN baseline (on validation) and the chosen PaBT.
-    best=$($PY -m experiments.best_baseline $C10/compare/baselines/summary.json)
-    LONG="${CIFAR/--epochs $EPOCHS/--epochs $((2 * EPOCHS))}"
-    $PY -m experiments.compare $LONG --methods "$best" --seeds "$SEEDS" --output_dir $C10/long/baseline
     variant "$(chosen)"
-    $PY -m experiments.compare $LONG --methods pabt --seeds "$SEEDS" --evaluate_mbn "${VARIANT[@]}" \
-        --tag "$TAG" --merge $C10/long/baseline/summary.json --output_dir $C10/long/pabt
+    $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" --budget 2 \
+        --tag "${TAG}_b2" --output_dir $C10/frontier/pabt_b2
+    # 4f. Twice the epochs: the best BNN baseline (on validation).
+    best=$($PY -m experiments.best_baseline $C10/compare/baselines/summary.json)
+    $PY -m experiments.compare $LONG --methods "$best" --seeds "$SEEDS" --output_dir $C10/long/baseline
 }
 
 cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines merged in.
@@ -168,6 +176,8 @@ cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines
         --tag "$TAG" --merge $C10/compare/baselines/summary.json,$C10/compare/pabt_bop/summary.json \
         --output_dir $C10/compare/pabt
     $PY -m experiments.frontier --output_dir $C10/frontier --comparisons $C10/compare/pabt,$C10/frontier/pabt_b2,$C10/frontier/abc_2x1
+    $PY -m experiments.compare $LONG --methods pabt --seeds "$SEEDS" --evaluate_mbn "${VARIANT[@]}" \
+        --tag "$TAG" --merge $C10/long/baseline/summary.json --output_dir $C10/long/pabt
 }
 
 "${@:-fmnist}"
