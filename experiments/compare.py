@@ -174,11 +174,25 @@ def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, A
             "max_abs_diff": max(r.get("verification", {}).get("max_abs_diff", np.inf) for r in runs),
             "min_top1_agreement": min(
                 r.get("verification", {}).get("top1_agreement", 0.0) for r in runs),
-            "runs_within_atol": sum(bool(r.get("verification", {}).get("ok")) for r in runs),
+            "runs_within_atol": sum(_exact(r.get("verification", {})) for r in runs),
+            # Samples beyond atol and how many are rounding ties (runs that recorded them).
+            "differing_samples": _total([r.get("verification", {}).get("differing") for r in runs]),
+            "tie_samples": _total([r.get("verification", {}).get("ties") for r in runs]),
             "minutes_per_run": _mean_std([r.get("train_seconds") for r in runs])[0] / 60,
         }
         rows.append(row)
     return rows
+
+
+def _exact(verification: dict[str, Any]) -> bool:
+    """Every output within atol (runs before `exact` was recorded: `ok` meant that)."""
+    if "exact" in verification:
+        return bool(verification["exact"])
+    return bool(verification.get("ok"))
+
+
+def _total(values: list) -> int | None:
+    return None if any(v is None for v in values) else int(sum(values))
 
 
 def _fmt_int(v):
@@ -206,6 +220,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         mbc = "—" if r["mean_binary_convs"] is None else f"{r['mean_binary_convs']:.2f}"
         check = (f"{100 * r.get('min_top1_agreement', 0):.1f} %, {r['max_abs_diff']:.1e}, "
                  f"{r.get('runs_within_atol', 0)}/{len(r['accuracies'])}")
+        if r.get("differing_samples"):
+            check += f" ({r['differing_samples']} samples beyond, {r.get('tie_samples')} ties)"
         ratio = (f"{r['minutes_per_run'] / bnn['minutes_per_run']:.2f}×"
                  if bnn and bnn.get("minutes_per_run") else "—")
         lines.append(

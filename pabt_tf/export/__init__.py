@@ -64,7 +64,12 @@ from pabt_tf.export.sweep import (
     shares_activation_base,
     time_sweep,
 )
-from pabt_tf.export.verification import VerificationResult, default_indirect_bgemm, verify
+from pabt_tf.export.verification import (
+    VerificationResult,
+    default_indirect_bgemm,
+    sign_margins,
+    verify,
+)
 from pabt_tf.graph import NodeContext, rewrite_model
 
 __all__ = [

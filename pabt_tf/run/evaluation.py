@@ -102,14 +102,7 @@ def _convert(model, method: str, inputs: np.ndarray) -> dict[str, Any]:
         counts = export.operator_counts(flatbuffer)
         info = {"op_counts": counts, "found_bconvs": int(counts.get("LceBconv2d", 0))}
     info["flatbuffer"] = flatbuffer
-    info["verification"] = {
-        "ok": verification.ok,
-        "samples": verification.samples,
-        "max_abs_diff": verification.max_abs_diff,
-        "mean_abs_diff": verification.mean_abs_diff,
-        "top1_agreement": verification.top1_agreement,
-        "interpreter": verification.interpreter,
-    }
+    info["verification"] = verification.as_dict()
     return info
 
 

@@ -1,0 +1,141 @@
+"""`verify` tells float-rounding ties from real differences (`sign_margins`), on real LCE
+flatbuffers: a batch norm whose mean sits one float32 step beside an accumulator value
+puts that value within rounding of the sign's threshold, and Keras (`(acc − mean)·scale`)
+and LCE (the batch norm folded into the binary convolution's output transform) can
+binarize it differently."""
+
+import larq as lq
+import larq_compute_engine as lce
+import numpy as np
+import pytest
+import tensorflow as tf
+from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+import pabt_tf as pabt
+from pabt_tf.export import sign_margins, verify
+
+KW = dict(padding="same", pad_values=1.0, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+          kernel_constraint="weight_clip", use_bias=False)
+
+
+def _bnn(seed: int = 0) -> tf.keras.Model:
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((6, 6, 8))
+    x = lq.layers.QuantConv2D(8, 3, name="bconv1", **KW)(inp)
+    bn = tf.keras.layers.BatchNormalization(name="bn")
+    x = lq.layers.QuantConv2D(8, 3, name="bconv2", **KW)(bn(x))
+    # Accumulators are integers: a mean of 0.5 keeps every binarized value ≥ 0.49 from
+    # the threshold (the input's too, below), so no sample is a tie.
+    gamma, beta, _, var = bn.get_weights()
+    bn.set_weights([gamma, beta, np.full(8, 0.5, np.float32), var])
+    return tf.keras.Model(inp, tf.keras.layers.Flatten()(x))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return np.random.RandomState(0).randn(100, 6, 6, 8).astype(np.float32)
+
+
+def _differing(model, flatbuffer, x) -> int:
+    lce_out = Interpreter(flatbuffer, use_indirect_bgemm=True).predict(x)
+    diff = np.abs(lce_out - model.predict(x, verbose=0)).reshape(len(x), -1).max(axis=1)
+    return int(np.sum(diff > 1e-3))
+
+
+def _set_tie(model, x, rare: bool) -> tuple[bytes, int]:
+    """Put one channel's batch-norm mean one float32 step beside an accumulator value of
+    the first binary convolution, with a scale at which LCE's folded threshold rounds the
+    other way (found by trying): a tie on one or two samples (`rare`), or on most.
+
+    # Returns
+        The flatbuffer and the number of samples on which LCE and Keras differ.
+    """
+    acc = tf.keras.Model(model.inputs, model.get_layer("bconv1").output).predict(x, verbose=0)
+    bn = model.get_layer("bn")
+    rng = np.random.RandomState(1)
+    for _ in range(40):
+        c = rng.randint(8)
+        per_sample = acc[..., c].reshape(len(x), -1)
+        # Rare: a value only the extreme samples reach; frequent: a common one.
+        tie = per_sample.max() if rare else np.median(per_sample)
+        mean = np.full(8, 0.5, np.float32)  # accumulators are integers: no tie elsewhere
+        mean[c] = np.nextafter(np.float32(tie), np.float32(rng.choice([-np.inf, np.inf])))
+        gamma, var = rng.uniform(0.3, 3, 8), rng.uniform(0.5, 30, 8)
+        bn.set_weights([gamma.astype(np.float32), np.zeros(8, np.float32), mean,
+                        var.astype(np.float32)])
+        flatbuffer = lce.convert_keras_model(model)
+        differing = _differing(model, flatbuffer, x)
+        if (1 <= differing <= 2) if rare else differing > 0.2 * len(x):
+            return flatbuffer, differing
+    pytest.fail("no batch-norm setting gave a rounding tie")
+
+
+def test_rare_rounding_ties_pass_and_are_counted(data):
+    model = _bnn()
+    flatbuffer, tied = _set_tie(model, data, rare=True)
+    result = verify(model, flatbuffer, data)
+    # Those samples do differ (one bit of the second convolution's input flips)...
+    assert not result.exact and result.max_abs_diff >= 2.0
+    assert result.differing == result.ties == tied
+    # ...and a tie is a tie: it passes (≤ 2 % of the samples), and says so.
+    assert result.ok
+    assert "rounding ties" in str(result) and "PASSED" in str(result)
+    assert result.as_dict()["ties"] == tied and result.as_dict()["exact"] is False
+    # With no ties allowed, the same comparison fails.
+    assert not verify(model, flatbuffer, data, max_tie_fraction=0.0).ok
+    # sign_margins: the tied samples sit at rounding distance, the others do not.
+    margins = sign_margins(model, data)
+    assert np.sum(margins <= 1e-5) >= tied
+    assert margins.shape == (len(data),)
+
+
+def test_frequent_ties_fail(data):
+    model = _bnn()
+    flatbuffer, _ = _set_tie(model, data, rare=False)
+    result = verify(model, flatbuffer, data)
+    assert result.differing > 0.02 * len(data)
+    assert result.ties == result.differing  # all ties, but too many to be rounding luck
+    assert not result.ok and "FAILED" in str(result)
+
+
+def test_a_different_function_is_not_a_tie(data):
+    model, other = _bnn(0), _bnn(1)  # other weights: a wrong flatbuffer for `model`
+    x = np.where(np.abs(data) < 0.1, 0.1, data).astype(np.float32)  # no input near 0
+    result = verify(model, lce.convert_keras_model(other), x)
+    assert result.differing == len(x) and result.ties == 0 and not result.ok
+    assert sign_margins(model, x).min() >= 0.09
+
+
+def test_sign_margins_measure_every_binarized_input(data):
+    model = _bnn()
+    x_bn = tf.keras.Model(model.inputs, model.get_layer("bn").output).predict(data, verbose=0)
+    expected = np.minimum(np.abs(data).reshape(len(data), -1).min(1),
+                          np.abs(x_bn).reshape(len(data), -1).min(1))
+    np.testing.assert_allclose(sign_margins(model, data), expected, rtol=1e-6)
+
+
+def test_sign_margins_of_a_pabt_layer_use_its_active_thresholds():
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((5, 5, 4))
+    layer = pabt.PaBTConv2D(6, 3, padding="same", name="pabt")
+    model = tf.keras.Model(inp, layer(inp))
+    x = np.random.RandomState(2).randn(7, 5, 5, 4).astype(np.float32)
+    thresholds = layer.input_quantizer.thresholds.numpy()
+    mask = np.zeros((layer.weight_bases, layer.activation_bases), bool)
+    mask[0, 1] = True  # only activation base 1 is computed
+    layer.set_binary_conv_mask(mask)
+    expected = np.abs(x - thresholds[1]).reshape(len(x), -1).min(1)
+    np.testing.assert_allclose(sign_margins(model, x), expected, rtol=1e-6)
+
+
+def test_sign_margins_and_verify_refuse_bad_arguments(data):
+    plain = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="no PaBT layer or Larq sign-quantized layer"):
+        sign_margins(plain, np.zeros((1, 3), np.float32))
+    model = _bnn()
+    flatbuffer = lce.convert_keras_model(model)
+    for kwargs, name in [({"tie_atol": -1.0}, "tie_atol"), ({"atol": float("nan")}, "atol"),
+                         ({"max_tie_fraction": 1.5}, "max_tie_fraction"),
+                         ({"min_top1": -0.1}, "min_top1")]:
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            verify(model, flatbuffer, data[:2], **kwargs)
