@@ -170,18 +170,23 @@ def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, A
             "weight_bytes": first.get("weight_bytes"),
             "flatbuffer_bytes": first.get("flatbuffer_bytes"),
             "bconvs_in_flatbuffer": first.get("found_bconvs"),
-            "verified": all(r.get("verification", {}).get("ok", False) for r in runs),
-            "max_abs_diff": max(r.get("verification", {}).get("max_abs_diff", np.inf) for r in runs),
+            "verified": all(_verification(r).get("ok", False) for r in runs),
+            "max_abs_diff": max(_verification(r).get("max_abs_diff", np.inf) for r in runs),
             "min_top1_agreement": min(
-                r.get("verification", {}).get("top1_agreement", 0.0) for r in runs),
-            "runs_within_atol": sum(_exact(r.get("verification", {})) for r in runs),
+                _verification(r).get("top1_agreement", 0.0) for r in runs),
+            "runs_within_atol": sum(_exact(_verification(r)) for r in runs),
             # Samples beyond atol and how many are rounding ties (runs that recorded them).
-            "differing_samples": _total([r.get("verification", {}).get("differing") for r in runs]),
-            "tie_samples": _total([r.get("verification", {}).get("ties") for r in runs]),
+            "differing_samples": _total([_verification(r).get("differing") for r in runs]),
+            "tie_samples": _total([_verification(r).get("ties") for r in runs]),
             "minutes_per_run": _mean_std([r.get("train_seconds") for r in runs])[0] / 60,
         }
         rows.append(row)
     return rows
+
+
+def _verification(result: dict[str, Any]) -> dict[str, Any]:
+    """A run's verification: `experiments.reverify`'s recheck where there is one."""
+    return result.get("verification_recheck") or result.get("verification", {})
 
 
 def _exact(verification: dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import pabt_tf as pabt
-from experiments import compare, train
+from experiments import compare, reverify, train
 from experiments.plots import plot_comparison
 from pabt_tf import models
 from pabt_tf.costs import model_costs
@@ -89,7 +89,23 @@ def test_train_bop_baseline_run_directory(tmp_path):
     assert again["flatbuffer_bytes"] == os.path.getsize(tmp_path / "model.tflite")
     assert json.loads((tmp_path / "results.json").read_text())["found_bconvs"] == 4
     assert again["test_accuracy"] == saved["test_accuracy"]  # no retraining
+    # experiments.reverify checks the flatbuffer again beside the run's own verification,
+    # and compare reports the recheck.
+    recheck = reverify.reverify(str(tmp_path))
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert stored["verification_recheck"] == json.loads(json.dumps(recheck))
+    assert stored["verification"] == json.loads(json.dumps(again["verification"]))
+    assert recheck["ok"] and recheck["samples"] == 16 and recheck["differing"] == 0
+    stored["verification_recheck"]["ok"] = False
+    assert not compare.aggregate({"bnn_bop": [stored]})[0]["verified"]
+    stored["keras_accuracy_on_verify_samples"] += 0.5  # not these samples
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="not the same samples"):
+        reverify.reverify(str(tmp_path))
     os.remove(tmp_path / "model.keras")
+    assert reverify.main([str(tmp_path)]) == 0  # a run without its model: listed, skipped
+    with pytest.raises(FileNotFoundError, match="no model.keras"):
+        reverify.reverify(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no model.keras"):
         train.reconvert(str(tmp_path))
 
@@ -141,6 +157,12 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     table = compare.markdown_table(rows)
     assert "**91.00 ± 1.00**" in table and "90.00, 92.00, 91.00" in table and "2.0 KiB" in table
     assert "100.0 %, 1.0e-06, 3/3" in table
+    # Runs that recorded samples beyond atol: the table counts them and their ties.
+    tied = [dict(run("bnn", s, 0.9), verification={
+        "ok": True, "exact": s != 0, "max_abs_diff": 0.4 if s == 0 else 1e-6,
+        "top1_agreement": 1.0, "differing": int(s == 0), "ties": int(s == 0)}) for s in range(3)]
+    assert "100.0 %, 4.0e-01, 2/3 (1 samples beyond, 1 ties)" in compare.markdown_table(
+        compare.aggregate({"bnn": tied}))
     lines = compare.verdict(rows)
     assert lines[0] == "PaBT's BNN vs Larq BNN (STE, latent weights): +1.00 p.p."
     assert lines[1] == "PaBT's BNN vs Larq BNN (Bop, latent-free): -1.00 p.p."

@@ -1,0 +1,101 @@
+"""Verify finished runs' flatbuffers again with today's `pabt_tf.export.verify`.
+
+    python -m experiments.reverify results/cifar10 [more run or result directories]
+
+Every run directory below the arguments that holds `results.json`, `model.keras` and
+`model.tflite` is checked: the run's own verification samples (the first
+`verify_samples` test images of its data pipeline) through LCE's interpreter and Keras.
+The result goes into the run's `results.json` as `verification_recheck` (with the commit
+that made it); the run's original `verification` is kept as it was. `compare` reports the
+recheck where there is one. A run whose files are missing (e.g. trained on another
+machine: model files are not committed) is listed and left alone; a run whose Keras
+accuracy on those samples differs from the one it recorded is refused (not the same
+samples, so not the same check).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
+import numpy as np
+import tensorflow as tf
+
+from pabt_tf.export import verify
+from pabt_tf.run import train as train_lib
+from pabt_tf.run.evaluation import _verification_data, accuracy
+from pabt_tf.run.records import code_version, read_json, write_json
+from pabt_tf.run.state import RunLock
+
+FILES = ("results.json", "model.keras", "model.tflite")
+
+
+def run_dirs(paths: list[str]) -> list[str]:
+    """Directories below `paths` (or equal to them) that hold a `results.json`."""
+    found = []
+    for path in paths:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: not a directory")
+        for root, _, files in os.walk(path):
+            if "results.json" in files:
+                found.append(root)
+    return sorted(found)
+
+
+def reverify(run_dir: str) -> dict[str, Any]:
+    """Verify one finished run's flatbuffer again; return the `verification_recheck`.
+
+    # Raises
+        FileNotFoundError: a file of `FILES` is missing.
+        ValueError: the samples are not the run's (Keras accuracy on them differs).
+    """
+    for name in FILES:
+        if not os.path.exists(os.path.join(run_dir, name)):
+            raise FileNotFoundError(f"{run_dir}: no {name}")
+    with RunLock(run_dir):
+        path = os.path.join(run_dir, "results.json")
+        results = read_json(path)
+        config = {**train_lib.DEFAULTS, **results["config"]}
+        tf.keras.backend.clear_session()
+        model = tf.keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+        with open(os.path.join(run_dir, "model.tflite"), "rb") as f:
+            flatbuffer = f.read()
+        ds = train_lib._datasets(config)
+        inputs, labels = _verification_data(ds.test, config["verify_samples"])
+        recorded = results.get("keras_accuracy_on_verify_samples")
+        if recorded is not None:
+            now = accuracy(model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(64))
+            if not np.isclose(now, recorded, atol=1e-9):
+                raise ValueError(
+                    f"{run_dir}: Keras accuracy on the verification samples is {now:.4f} now, "
+                    f"{recorded:.4f} when the run finished: not the same samples"
+                )
+        result = verify(model, flatbuffer, inputs, probe=True)
+        recheck = {**result.as_dict(), "code": code_version()}
+        results["verification_recheck"] = recheck
+        write_json(path, results)
+    return recheck
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for run_dir in run_dirs(argv):
+        missing = [n for n in FILES if not os.path.exists(os.path.join(run_dir, n))]
+        if missing:
+            print(f"[skip] {run_dir}: no {', '.join(missing)}", flush=True)
+            continue
+        recheck = reverify(run_dir)
+        print(f"[checked] {run_dir}: ok={recheck['ok']} exact={recheck['exact']} "
+              f"differing={recheck['differing']} ties={recheck['ties']} "
+              f"max|diff|={recheck['max_abs_diff']:.3g}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
