@@ -62,6 +62,12 @@ def _wait_for(paths: list[str], minutes: float) -> bool:
     return True
 
 
+def _relative(run_dir: str) -> str:
+    """`run_dir` relative to the report's folder: the report is read in the repository,
+    not on the machine that wrote it."""
+    return os.path.relpath(run_dir, os.path.dirname(os.path.abspath(FLAGS.output)))
+
+
 def main(argv):
     del argv
     paths = [os.path.join(d, "results.json") for d in (FLAGS.float_run, FLAGS.bnn_run)]
@@ -80,7 +86,8 @@ def main(argv):
         f"Gap: **{report['gap_pp']:.2f} p.p.** (required ≥ {FLAGS.min_gap:g}): "
         + ("enough headroom, the campaign goes on." if report["enough"] else
            "too little: the task is saturated; change width or epochs."),
-        "", f"Runs: `{FLAGS.float_run}`, `{FLAGS.bnn_run}`.",
+        "", f"Runs (relative to this file): `{_relative(FLAGS.float_run)}`, "
+        f"`{_relative(FLAGS.bnn_run)}`.",
     ])  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:

@@ -171,6 +171,7 @@ cifar10_b() {
 }
 
 cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines merged in.
+    headroom
     variant "$(chosen)"
     $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" --evaluate_mbn "${VARIANT[@]}" \
         --tag "$TAG" --merge $C10/compare/baselines/summary.json,$C10/compare/pabt_bop/summary.json \
