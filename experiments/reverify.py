@@ -6,7 +6,9 @@ Every run directory below the arguments that holds `results.json`, `model.keras`
 `model.tflite` is checked: the run's own verification samples (the first
 `verify_samples` test images of its data pipeline) through LCE's interpreter and Keras.
 The result goes into the run's `results.json` as `verification_recheck` (with the commit
-that made it); the run's original `verification` is kept as it was. `compare` reports the
+that made it, and, where samples differ, `samples_as_close`: how many of all the samples
+binarize a value at least as close to its threshold as the differing ones do); the run's
+original `verification` is kept as it was. `compare` reports the
 recheck where there is one. A run whose files are missing (e.g. trained on another
 machine: model files are not committed) is listed and left alone; a run whose Keras
 accuracy on those samples differs from the one it recorded is refused (not the same
@@ -25,7 +27,7 @@ import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from pabt_tf.export import verify
+from pabt_tf.export import sign_margins, verify
 from pabt_tf.run import train as train_lib
 from pabt_tf.run.evaluation import _verification_data, accuracy
 from pabt_tf.run.records import code_version, read_json, write_json
@@ -76,6 +78,11 @@ def reverify(run_dir: str) -> dict[str, Any]:
                 )
         result = verify(model, flatbuffer, inputs, probe=True)
         recheck = {**result.as_dict(), "code": code_version()}
+        if result.differing_margins:
+            # How often a value that close to a threshold occurs at all: if the differing
+            # samples are about the only ones, rounding is the likely cause.
+            margins = sign_margins(model, inputs)
+            recheck["samples_as_close"] = int(np.sum(margins <= max(result.differing_margins)))
         results["verification_recheck"] = recheck
         write_json(path, results)
     return recheck
@@ -93,6 +100,8 @@ def main(argv: list[str]) -> int:
         recheck = reverify(run_dir)
         print(f"[checked] {run_dir}: ok={recheck['ok']} exact={recheck['exact']} "
               f"differing={recheck['differing']} ties={recheck['ties']} "
+              f"margins={recheck['differing_margins']} "
+              f"samples_as_close={recheck.get('samples_as_close')} "
               f"max|diff|={recheck['max_abs_diff']:.3g}", flush=True)
     return 0
 

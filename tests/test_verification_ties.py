@@ -77,6 +77,7 @@ def test_rare_rounding_ties_pass_and_are_counted(data):
     # Those samples do differ (one bit of the second convolution's input flips)...
     assert not result.exact and result.max_abs_diff >= 2.0
     assert result.differing == result.ties == tied
+    assert len(result.differing_margins) == tied and max(result.differing_margins) <= 1e-5
     # ...and a tie is a tie: it passes (≤ 2 % of the samples), and says so.
     assert result.ok
     assert "rounding ties" in str(result) and "PASSED" in str(result)
@@ -103,6 +104,7 @@ def test_a_different_function_is_not_a_tie(data):
     x = np.where(np.abs(data) < 0.1, 0.1, data).astype(np.float32)  # no input near 0
     result = verify(model, lce.convert_keras_model(other), x)
     assert result.differing == len(x) and result.ties == 0 and not result.ok
+    assert min(result.differing_margins) >= 0.09
     assert sign_margins(model, x).min() >= 0.09
 
 

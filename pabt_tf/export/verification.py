@@ -77,6 +77,8 @@ class VerificationResult:
         ties: those of them that binarize a value within `tie_atol` of its threshold in
             Keras (`sign_margins`), where float rounding decides the bit.
         tie_atol, max_tie_fraction: the tie thresholds `ok` uses.
+        differing_margins: `sign_margins` of the differing samples (empty when none
+            differ or the model has nothing to measure), smallest first.
     """
 
     samples: int
@@ -90,6 +92,7 @@ class VerificationResult:
     ties: int = 0
     tie_atol: float = 1e-5
     max_tie_fraction: float = 0.02
+    differing_margins: list = dataclasses.field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -278,13 +281,12 @@ def verify(
     first_keras = np.asarray(keras_list[0]).reshape(len(inputs), -1)
     agreement = float(np.mean(first_lce.argmax(-1) == first_keras.argmax(-1)))
     differing = diff.max(axis=1) > atol
-    ties = 0
+    margins = np.zeros(0)
     if differing.any():
         try:
-            margins = sign_margins(model, inputs[differing], batch_size=batch_size)
-            ties = int(np.sum(margins <= tie_atol))
+            margins = np.sort(sign_margins(model, inputs[differing], batch_size=batch_size))
         except ValueError:  # nothing binarized at the top level: no difference is a tie
-            ties = 0
+            pass
     return VerificationResult(
         samples=int(len(inputs)),
         max_abs_diff=float(diff.max()),
@@ -294,7 +296,8 @@ def verify(
         min_top1=float(min_top1),
         interpreter=dict(num_threads=num_threads, use_indirect_bgemm=bool(use_indirect_bgemm)),
         differing=int(differing.sum()),
-        ties=ties,
+        ties=int(np.sum(margins <= tie_atol)),
         tie_atol=float(tie_atol),
         max_tie_fraction=float(max_tie_fraction),
+        differing_margins=[float(m) for m in margins],
     )
