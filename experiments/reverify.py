@@ -1,6 +1,6 @@
 """Verify finished runs' flatbuffers again with today's `pabt_tf.export.verify`.
 
-    python -m experiments.reverify results/cifar10 [more run or result directories]
+    python -m experiments.reverify results/cifar10 [more directories] [--report FILE.md]
 
 Every run directory below the arguments that holds `results.json`, `model.keras` and
 `model.tflite` is checked: the run's own verification samples (the first
@@ -12,7 +12,9 @@ original `verification` is kept as it was. `compare` reports the
 recheck where there is one. A run whose files are missing (e.g. trained on another
 machine: model files are not committed) is listed and left alone; a run whose Keras
 accuracy on those samples differs from the one it recorded is refused (not the same
-samples, so not the same check).
+samples, so not the same check). `--report FILE.md` writes a table of every run found:
+its original check, and the recheck where there is one. A run rechecked before is not
+checked again.
 """
 
 from __future__ import annotations
@@ -88,14 +90,40 @@ def reverify(run_dir: str) -> dict[str, Any]:
     return recheck
 
 
+def _row(run_dir: str, root: str) -> str:
+    results = read_json(os.path.join(run_dir, "results.json"))
+    first, recheck = results.get("verification", {}), results.get("verification_recheck")
+    original = (f"{'within' if first.get('ok') else 'beyond'} 1e-3, max {first.get('max_abs_diff', float('nan')):.2g}, "
+                f"top-1 {100 * first.get('top1_agreement', 0):.1f} %")  # fmt: skip
+    if recheck is None:
+        again = "— (model files not on this machine)"
+    else:
+        margins = ", ".join(f"{m:.2g}" for m in recheck["differing_margins"]) or "—"
+        again = (f"{'PASSED' if recheck['ok'] else 'FAILED'}: {recheck['differing']} of "
+                 f"{recheck['samples']} beyond 1e-3, {recheck['ties']} ties; margins {margins}; "
+                 f"samples as close: {recheck.get('samples_as_close', '—')}")
+    return f"| `{os.path.relpath(run_dir, root)}` | {original} | {again} |"
+
+
 def main(argv: list[str]) -> int:
+    report = None
+    if "--report" in argv:
+        i = argv.index("--report")
+        if i + 1 >= len(argv):
+            print("--report needs a file name", file=sys.stderr)
+            return 2
+        report, argv = argv[i + 1], argv[:i] + argv[i + 2:]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    for run_dir in run_dirs(argv):
+    dirs = run_dirs(argv)
+    for run_dir in dirs:
         missing = [n for n in FILES if not os.path.exists(os.path.join(run_dir, n))]
         if missing:
             print(f"[skip] {run_dir}: no {', '.join(missing)}", flush=True)
+            continue
+        if "verification_recheck" in read_json(os.path.join(run_dir, "results.json")):
+            print(f"[done before] {run_dir}", flush=True)
             continue
         recheck = reverify(run_dir)
         print(f"[checked] {run_dir}: ok={recheck['ok']} exact={recheck['exact']} "
@@ -103,6 +131,20 @@ def main(argv: list[str]) -> int:
               f"margins={recheck['differing_margins']} "
               f"samples_as_close={recheck.get('samples_as_close')} "
               f"max|diff|={recheck['max_abs_diff']:.3g}", flush=True)
+    if report:
+        root = os.path.dirname(os.path.abspath(report))
+        lines = [
+            "# LCE flatbuffer vs Keras, per run", "",
+            "Original: the run's own check (every output within 1e-3 of Keras). Recheck: "
+            "`experiments.reverify` with the tie-aware `pabt.verify` — a sample beyond 1e-3 "
+            "is a rounding tie if it binarizes a value within 1e-5 of its threshold; "
+            "margins: each differing sample's closest such value; samples as close: how "
+            "many of all the samples have a value at least that close.", "",
+            "| run | original | recheck |", "|---|---|---|",
+            *(_row(d, root) for d in dirs),
+        ]  # fmt: skip
+        with open(report, "w") as f:
+            f.write("\n".join(lines) + "\n")
     return 0
 
 

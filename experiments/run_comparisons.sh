@@ -172,6 +172,8 @@ cifar10_b() {
 
 cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines merged in.
     headroom
+    # LCE vs Keras again with the tie-aware verify, for runs whose model files are here.
+    $PY -m experiments.reverify $C10 --report $C10/verification.md
     variant "$(chosen)"
     $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" --evaluate_mbn "${VARIANT[@]}" \
         --tag "$TAG" --merge $C10/compare/baselines/summary.json,$C10/compare/pabt_bop/summary.json \

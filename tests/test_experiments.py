@@ -102,6 +102,13 @@ def test_train_bop_baseline_run_directory(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="not the same samples"):
         reverify.reverify(str(tmp_path))
+    stored["keras_accuracy_on_verify_samples"] -= 0.5
+    stored["verification_recheck"]["ok"] = True
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    report = tmp_path / "verification.md"
+    assert reverify.main([str(tmp_path), "--report", str(report)]) == 0  # checked before
+    assert "| `.` | within 1e-3, max " in report.read_text()
+    assert "PASSED: 0 of 16 beyond 1e-3, 0 ties" in report.read_text()
     os.remove(tmp_path / "model.keras")
     assert reverify.main([str(tmp_path)]) == 0  # a run without its model: listed, skipped
     with pytest.raises(FileNotFoundError, match="no model.keras"):
