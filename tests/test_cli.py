@@ -96,6 +96,25 @@ def test_convert_failed_verification(capsys, models, tmp_path):
     assert not out_path.exists()
 
 
+def test_convert_refuses_a_custom_op_lce_cannot_run(capsys, tmp_path):
+    # A TensorFlow op without a TFLite kernel (here in a Lambda layer, so --unsafe) becomes
+    # a custom op LCE's runtime lacks: reported by name, exit 1, nothing written, no crash.
+    inp = tf.keras.Input((8, 8, 4))
+    x = pabt.PaBTConv2D(4, 3, padding="same")(tf.keras.layers.BatchNormalization()(inp))
+    out = tf.keras.layers.Lambda(lambda t: tf.linalg.det(t[:, :4, :4, 0]))(x)
+    path = tmp_path / "det.keras"
+    tf.keras.Model(inp, out).save(path)
+    out_path = tmp_path / "det.tflite"
+    code, out, err = run_convert(capsys, path, out_path, "--unsafe", "--verify-samples", 8)
+    assert code == 1 and not out_path.exists()
+    assert "operator MatrixDeterminant" in err and "cannot run with LCE" in err
+    with pytest.warns(UserWarning, match="MatrixDeterminant"):
+        report = pabt.export.convert_with_report(
+            tf.keras.models.load_model(path, safe_mode=False), np.zeros((2, 8, 8, 4), np.float32),
+            strict=False)
+    assert report.verification is None and not report.ok  # not run: LCE would refuse it
+
+
 def test_convert_random_inputs_for_other_shapes(capsys, models, tmp_path):
     out_path = tmp_path / "rgb.tflite"
     code, out, _ = run_convert(capsys, models["rgb"], out_path, "--verify-samples", 20)

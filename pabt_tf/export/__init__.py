@@ -31,7 +31,12 @@ from pabt_tf.export import (
     sweep,
     verification,
 )
-from pabt_tf.export.check import BinaryConvCheck, check_binary_convs, check_operators
+from pabt_tf.export.check import (
+    LCE_CUSTOM_OPS,
+    BinaryConvCheck,
+    check_binary_convs,
+    check_operators,
+)
 from pabt_tf.export.conversion import (
     ConversionError,
     ConversionReport,

@@ -23,7 +23,11 @@ from pabt_tf.export.flatbuffer import OperatorInfo, operator_list
 from pabt_tf.export.strip import bconv_count, bconv_owner
 from pabt_tf.graph import all_layers
 
-__all__ = ["BinaryConvCheck", "check_binary_convs", "check_operators"]
+__all__ = ["BinaryConvCheck", "check_binary_convs", "check_operators", "LCE_CUSTOM_OPS"]
+
+# The custom operators LCE's runtime registers (its interpreter and its builds for Arm);
+# any other custom op in a flatbuffer has no kernel there.
+LCE_CUSTOM_OPS = frozenset({"LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d"})
 
 
 @dataclasses.dataclass
@@ -98,7 +102,8 @@ def check_operators(
 
     # Returns
         `(checks, problems, notes)`: one `BinaryConvCheck` per owner, problem messages
-        (empty when every binary convolution became an `LceBconv2d`), informative notes.
+        (empty when every binary convolution became an `LceBconv2d` and every custom
+        operator is one of LCE's, `LCE_CUSTOM_OPS`), informative notes.
     """
     checks: dict[str, BinaryConvCheck] = {}
     per_signature: dict[tuple, list[tuple[str, int]]] = {}  # [(owner, convs)] per layer
@@ -145,6 +150,13 @@ def check_operators(
                     check.float_ops.append(f"{op.name}#{op.index}")
         if available:
             problems.append(f"{available} extra LceBconv2d op(s) of shape {sig} match no binary layer.")
+    for op in ops:
+        if op.custom and op.name not in LCE_CUSTOM_OPS:
+            problems.append(
+                f"operator {op.name} (#{op.index}) is a custom op that neither TFLite's "
+                "builtin kernels nor LCE's runtime provide (a TensorFlow op with no TFLite "
+                "kernel, e.g. in a Lambda layer): the flatbuffer cannot run with LCE."
+            )
     for sig, count in bconv_by_sig.items():
         problems.append(f"{count} LceBconv2d op(s) of shape {sig} match no binary layer of the model.")
     for check in checks.values():

@@ -35,6 +35,7 @@ class OperatorInfo:
         input_types, output_types: TFLite tensor type names (`"FLOAT32"`, `"INT32"`...).
         output_names: the output tensors' names (TFLite may truncate and join fused names).
         options: decoded custom options of LCE operators (flexbuffer map), else `{}`.
+        custom: a custom operator (its `name` is the custom code), not a TFLite builtin.
     """
 
     index: int
@@ -45,6 +46,7 @@ class OperatorInfo:
     output_types: tuple
     output_names: tuple
     options: dict
+    custom: bool = False
 
     @property
     def is_binary_conv(self) -> bool:
@@ -98,13 +100,14 @@ def operator_list(flatbuffer: bytes) -> list[OperatorInfo]:
         v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")
     }
     type_names = _tensor_type_names(schema)
-    codes = []
+    codes = []  # (name, custom?)
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
         if code.CustomCode():
-            codes.append(code.CustomCode().decode())
+            codes.append((code.CustomCode().decode(), True))
         else:  # deprecated_builtin_code is the real one for codes < 127
-            codes.append(builtin_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?"))
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            codes.append((builtin_names.get(builtin, "?"), False))
     graph = model.Subgraphs(0)
 
     def tensor(index):
@@ -117,7 +120,7 @@ def operator_list(flatbuffer: bytes) -> list[OperatorInfo]:
     ops = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
-        name = codes[op.OpcodeIndex()]
+        name, custom = codes[op.OpcodeIndex()]
         ins = [tensor(op.Inputs(j)) for j in range(op.InputsLength())]
         outs = [tensor(op.Outputs(j)) for j in range(op.OutputsLength())]
         options: dict = {}
@@ -148,6 +151,7 @@ def operator_list(flatbuffer: bytes) -> list[OperatorInfo]:
                 output_types=tuple(t for _, t, _ in outs),
                 output_names=tuple(n for _, _, n in outs),
                 options=options,
+                custom=custom,
             )
         )
     return ops
