@@ -128,7 +128,9 @@ sys.exit(not rows or any(r["seeds"] != [0, 1, 2] for r in rows))' $C10/select/$v
     done
     $PY -m experiments.select_schedule --comparisons $C10/select/pabt,$C10/select/pabt_approx,$C10/select/pabt_abases \
         --output $C10/selection.md --winner_file $C10/selection.winner >&2
-    cat $C10/selection.winner
+    local winner
+    winner=$(cat $C10/selection.winner)  # "<comparison dir>:<run name>"
+    basename "${winner%%:*}"  # the comparison directory is named after its variant
 }
 
 cifar10_a() {
