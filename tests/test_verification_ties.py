@@ -130,6 +130,29 @@ def test_sign_margins_of_a_pabt_layer_use_its_active_thresholds():
     np.testing.assert_allclose(sign_margins(model, x), expected, rtol=1e-6)
 
 
+def test_a_result_beyond_atol_needs_counted_ties():
+    from pabt_tf.export import VerificationResult
+
+    base = dict(samples=100, mean_abs_diff=0.0, top1_agreement=1.0)
+    assert VerificationResult(max_abs_diff=1e-6, **base).ok
+    # Beyond atol (or NaN) with no differing samples counted: not excused.
+    assert not VerificationResult(max_abs_diff=0.5, **base).ok
+    assert not VerificationResult(max_abs_diff=float("nan"), **base).ok
+    assert VerificationResult(max_abs_diff=0.5, differing=2, ties=2, **base).ok
+    assert not VerificationResult(max_abs_diff=0.5, differing=3, ties=2, **base).ok
+    assert not VerificationResult(max_abs_diff=0.5, differing=3, ties=3, **base).ok  # > 2 %
+    assert not VerificationResult(max_abs_diff=1e-6, **{**base, "top1_agreement": 0.9}).ok
+
+
+def test_verify_fails_a_flatbuffer_whose_outputs_are_nan(data):
+    model = _bnn()
+    flatbuffer = lce.convert_keras_model(model)
+    bad = data.copy()
+    bad[0, 0, 0, 0] = np.nan  # NaN in, NaN out of both: no number to compare
+    result = verify(model, flatbuffer, bad[:4])
+    assert np.isnan(result.max_abs_diff) and not result.ok
+
+
 def test_sign_margins_and_verify_refuse_bad_arguments(data):
     plain = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="no PaBT layer or Larq sign-quantized layer"):
