@@ -19,6 +19,7 @@ checked again.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Any
@@ -50,6 +51,10 @@ def run_dirs(paths: list[str]) -> list[str]:
     return sorted(found)
 
 
+def _missing(run_dir: str) -> list[str]:
+    return [name for name in FILES if not os.path.exists(os.path.join(run_dir, name))]
+
+
 def reverify(run_dir: str) -> dict[str, Any]:
     """Verify one finished run's flatbuffer again; return the `verification_recheck`.
 
@@ -57,9 +62,9 @@ def reverify(run_dir: str) -> dict[str, Any]:
         FileNotFoundError: a file of `FILES` is missing.
         ValueError: the samples are not the run's (Keras accuracy on them differs).
     """
-    for name in FILES:
-        if not os.path.exists(os.path.join(run_dir, name)):
-            raise FileNotFoundError(f"{run_dir}: no {name}")
+    missing = _missing(run_dir)
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: no {', '.join(missing)}")
     with RunLock(run_dir):
         path = os.path.join(run_dir, "results.json")
         results = read_json(path)
@@ -106,19 +111,16 @@ def _row(run_dir: str, root: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    report = None
-    if "--report" in argv:
-        i = argv.index("--report")
-        if i + 1 >= len(argv):
-            print("--report needs a file name", file=sys.stderr)
-            return 2
-        report, argv = argv[i + 1], argv[:i] + argv[i + 2:]
-    if not argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    dirs = run_dirs(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.reverify",
+        description="Verify finished runs' flatbuffers again with today's pabt.verify.")
+    parser.add_argument("paths", nargs="+", help="run directories or directories above them")
+    parser.add_argument("--report", help="also write a Markdown table of every run found")
+    args = parser.parse_args(argv)
+    report = args.report
+    dirs = run_dirs(args.paths)
     for run_dir in dirs:
-        missing = [n for n in FILES if not os.path.exists(os.path.join(run_dir, n))]
+        missing = _missing(run_dir)
         if missing:
             print(f"[skip] {run_dir}: no {', '.join(missing)}", flush=True)
             continue

@@ -36,6 +36,7 @@ from pabt_tf.export.check import (
     BinaryConvCheck,
     check_binary_convs,
     check_operators,
+    unrunnable_operators,
 )
 from pabt_tf.export.conversion import (
     ConversionError,

@@ -23,11 +23,23 @@ from pabt_tf.export.flatbuffer import OperatorInfo, operator_list
 from pabt_tf.export.strip import bconv_count, bconv_owner
 from pabt_tf.graph import all_layers
 
-__all__ = ["BinaryConvCheck", "check_binary_convs", "check_operators", "LCE_CUSTOM_OPS"]
+__all__ = [
+    "BinaryConvCheck",
+    "check_binary_convs",
+    "check_operators",
+    "unrunnable_operators",
+    "LCE_CUSTOM_OPS",
+]
 
 # The custom operators LCE's runtime registers (its interpreter and its builds for Arm);
 # any other custom op in a flatbuffer has no kernel there.
 LCE_CUSTOM_OPS = frozenset({"LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d"})
+
+
+def unrunnable_operators(ops: Sequence[OperatorInfo]) -> list[OperatorInfo]:
+    """The custom operators that neither TFLite's builtin kernels nor LCE's runtime
+    provide (`LCE_CUSTOM_OPS`): a flatbuffer holding one cannot run with LCE."""
+    return [op for op in ops if op.custom and op.name not in LCE_CUSTOM_OPS]
 
 
 @dataclasses.dataclass
@@ -150,13 +162,12 @@ def check_operators(
                     check.float_ops.append(f"{op.name}#{op.index}")
         if available:
             problems.append(f"{available} extra LceBconv2d op(s) of shape {sig} match no binary layer.")
-    for op in ops:
-        if op.custom and op.name not in LCE_CUSTOM_OPS:
-            problems.append(
-                f"operator {op.name} (#{op.index}) is a custom op that neither TFLite's "
-                "builtin kernels nor LCE's runtime provide (a TensorFlow op with no TFLite "
-                "kernel, e.g. in a Lambda layer): the flatbuffer cannot run with LCE."
-            )
+    for op in unrunnable_operators(ops):
+        problems.append(
+            f"operator {op.name} (#{op.index}) is a custom op that neither TFLite's "
+            "builtin kernels nor LCE's runtime provide (a TensorFlow op with no TFLite "
+            "kernel, e.g. in a Lambda layer): the flatbuffer cannot run with LCE."
+        )
     for sig, count in bconv_by_sig.items():
         problems.append(f"{count} LceBconv2d op(s) of shape {sig} match no binary layer of the model.")
     for check in checks.values():

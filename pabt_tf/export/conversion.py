@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from pabt_tf.costs import mean_binary_convs
-from pabt_tf.export.check import LCE_CUSTOM_OPS, check_operators
+from pabt_tf.export.check import check_operators, unrunnable_operators
 from pabt_tf.export.flatbuffer import count_operators, operator_list
 from pabt_tf.export.precision import check_finite_weights, float32_model, float32_scope
 from pabt_tf.export.strip import strip_pabt
@@ -194,8 +194,7 @@ def convert_with_report(
         bconv_ops=sum(1 for op in ops if op.is_binary_conv),
         fused=fused,
     )
-    unrunnable = any(op.custom and op.name not in LCE_CUSTOM_OPS for op in ops)
-    if inputs is not None and not unrunnable:  # LCE's interpreter would refuse the model
+    if inputs is not None and not unrunnable_operators(ops):  # else LCE's interpreter refuses it
         report.verification = verify(model, flatbuffer, inputs, atol=atol, min_top1=min_top1)
     if not report.ok:
         reasons = list(report.problems)
