@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from experiments import compare, train
+from pabt_tf.run import state
 from pabt_tf.run.state import LOCK, PROGRESS, RunLock
 
 TINY = dict(
@@ -66,6 +67,23 @@ def test_resume_refuses_another_configuration(tmp_path):
     assert not os.path.exists(os.path.join(out, LOCK))  # released by the interrupted run
     with pytest.raises(ValueError, match="another configuration"):
         train.train(dict(TINY, output_dir=out, learning_rate=1e-4))
+
+
+def test_resume_refuses_a_record_without_its_backup(tmp_path):
+    """A progress.json whose backup/ is gone (deleted, or the run directory copied
+    without it) would restart at epoch 0 under a record of finished epochs: refused,
+    naming both paths, before anything in the run directory changes."""
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train.train(dict(TINY, output_dir=str(out)), extra_callbacks=[_Crash(1)])
+    assert state.has_backup(str(out))
+    shutil.rmtree(out / state.BACKUP)
+    assert not state.has_backup(str(out))
+    (out / state.BACKUP).mkdir()  # an empty backup folder is no checkpoint either
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match=r"records 1 finished epoch.*backup.*no checkpoint"):
+        train.train(dict(TINY, output_dir=str(out)))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_a_run_directory_is_used_by_one_process_at_a_time(tmp_path):

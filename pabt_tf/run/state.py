@@ -98,6 +98,11 @@ class RunProgress(tf.keras.callbacks.Callback):
         config: the run's configuration; a resumed run must have the same one.
         recorders: objects with `state()` / `restore(state)` (e.g. `EpochRecorder`)
             whose per-epoch lists are saved too, keyed by name.
+
+    # Raises
+        ValueError: `progress.json` belongs to a run with another configuration.
+        RuntimeError: `progress.json` records finished epochs but `backup/` holds no
+            checkpoint of them.
     """
 
     def __init__(self, run_dir: str, config: dict[str, Any], recorders: dict[str, Any]):
@@ -113,6 +118,15 @@ class RunProgress(tf.keras.callbacks.Callback):
                     f"{self.path} belongs to a run with another configuration; use a new "
                     "output_dir or delete the run directory to start over.\n"
                     f"  saved:     {saved.get('config')}\n  requested: {self.config}"
+                )
+            if saved.get("epochs_done", 0) > 0 and not has_backup(run_dir):
+                # Without the weights the run would restart at epoch 0 while this record
+                # claims finished epochs: a history and train time of two different runs.
+                raise RuntimeError(
+                    f"{self.path} records {saved['epochs_done']} finished epoch(s) but "
+                    f"{os.path.join(run_dir, BACKUP)} holds no checkpoint to resume them "
+                    "from (deleted, or the directory was copied without it); delete "
+                    f"{self.path} to start the run over."
                 )
             self.state = saved
         self._piece_start = time.time()
@@ -158,6 +172,15 @@ def backup_callback(run_dir: str) -> tf.keras.callbacks.Callback:
     `finish` once the run's results are written, so a kill during evaluation or
     conversion does not retrain)."""
     return tf.keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP), delete_checkpoint=False)
+
+
+def has_backup(run_dir: str) -> bool:
+    """Whether `run_dir/backup` holds a checkpoint `BackupAndRestore` can restore."""
+    root = os.path.join(run_dir, BACKUP)
+    for dirpath, _, files in os.walk(root):  # `chief/` or a worker's subfolder
+        if "checkpoint" in files and tf.train.latest_checkpoint(dirpath):
+            return True
+    return False
 
 
 def finish(run_dir: str) -> None:
