@@ -79,9 +79,22 @@ def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict
     return rows, rows[0]
 
 
+def _relative(variant: str) -> str:
+    """A variant key (`<comparison dir>:<run name>`) with its directory relative to the
+    report's folder: the report is read in the repository, not on the machine that
+    wrote it."""
+    directory, sep, name = variant.rpartition(":")
+    if not sep:
+        return variant
+    base = os.path.dirname(os.path.abspath(FLAGS.output))
+    return os.path.relpath(os.path.abspath(directory), base) + sep + name
+
+
 def main(argv):
     del argv
     rows, best = select(collect_runs(FLAGS.comparisons), FLAGS.method)
+    for r in rows:
+        r["variant"] = _relative(r["variant"])
     command = "python -m experiments.select_schedule " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
         f"# Choosing the {FLAGS.method} schedule on validation accuracy", "",
@@ -95,7 +108,7 @@ def main(argv):
                      f"{'yes' if r['competes'] else 'no (not every seed)'} | {settings} | "
                      f"{100 * r['test_mean']:.2f} |")  # fmt: skip
     lines += ["", f"Chosen (highest mean validation accuracy among variants run on every seed): "
-              f"**{best['variant']}**.", "",
+              f"**{best['variant']}** (comparison directories relative to this file).", "",
               "Command:", "", "```", command, "```"]  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:

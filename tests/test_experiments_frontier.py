@@ -3,11 +3,16 @@
 selection (tiny data, a few steps)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from experiments import frontier, select_schedule, train
 from experiments.common import collect_runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = dict(
     epochs=1, steps=6, train_limit=384, validation_limit=128, test_limit=128, verify_samples=16,
@@ -97,6 +102,24 @@ def test_selection_needs_every_seed_to_win(tmp_path):
     _write_run(tmp_path, "pabt_other", 3, 0.99)
     with pytest.raises(ValueError, match=r"every seed \[0, 1, 2, 3\]"):
         select_schedule.select(collect_runs([str(tmp_path)]), "pabt")
+
+
+def test_selection_report_names_runs_relative_to_itself(tmp_path):
+    """The report and winner file are read in the repository, not on the machine that
+    wrote them: comparison directories relative to the report's folder."""
+    for seed in (0, 1):
+        _write_run(tmp_path / "select" / "pabt_x", "pabt_x", seed, 0.6 + seed / 100)
+        _write_run(tmp_path / "select" / "pabt_y", "pabt_y", seed, 0.5)
+    report, winner = tmp_path / "report.md", tmp_path / "report.winner"
+    dirs = ",".join(str(tmp_path / "select" / v) for v in ("pabt_x", "pabt_y"))
+    cmd = [sys.executable, "-m", "experiments.select_schedule", f"--comparisons={dirs}",
+           f"--output={report}", f"--winner_file={winner}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert winner.read_text() == "select/pabt_x:pabt_x\n"
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| select/")]
+    assert [r.split(" | ")[0] for r in rows] == ["| select/pabt_x:pabt_x", "| select/pabt_y:pabt_y"]
+    assert "60.50 ± 0.71" in rows[0]
 
 
 def test_residual_backbone_trains_and_converts(tmp_path):
