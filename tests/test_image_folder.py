@@ -267,6 +267,32 @@ def test_bad_trees_are_clear_errors_naming_the_path(tmp_path):
         data.image_folder_datasets(str(fresh("val")), validation_size=6)
 
 
+def test_linked_folders_are_read_and_links_that_cannot_be_are_errors(tmp_path):
+    """A class assembled from symbolic links to folders keeps their images (not skipped
+    silently, as a walk that does not follow links would); a link loop, a dangling link
+    and a FIFO (reading it would block forever) are errors naming the path."""
+    image_folder._DECODED.clear()
+    root = tmp_path / "linked"
+    arrays = _tree(root, per_class=(2, 1), shape=(4, 4, 3))
+    extra = tmp_path / "elsewhere"
+    for i in range(3):
+        _write_image(extra / f"{i}.png", np.full((4, 4, 3), 7 * i, np.uint8))
+    os.symlink(extra, root / "train" / "ant" / "more")
+    images, labels, _ = data.read_class_folders(str(root / "train"))
+    assert len(images) == len(arrays["train"][0]) + 3 and np.sum(labels == 0) == 2 + 3  # 'ant' is 0
+    ds = data.image_folder_datasets(str(root), validation_size=0)
+    assert ds.train_size == len(images)
+
+    os.symlink(root / "train" / "ant", extra / "back")  # ant/more/back -> ant
+    _expect(str(root / "train" / "ant" / "more" / "back"), ValueError, "symbolic link loop", root)
+    os.remove(extra / "back")
+    os.symlink(tmp_path / "nowhere.png", root / "train" / "bee" / "gone.png")
+    _expect(str(root / "train" / "bee" / "gone.png"), ValueError, "not a regular file", root)
+    os.remove(root / "train" / "bee" / "gone.png")
+    os.mkfifo(root / "test" / "cat" / "pipe.png")
+    _expect(str(root / "test" / "cat" / "pipe.png"), ValueError, "not a regular file", root)
+
+
 def _snapshot(root):
     return sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*"))
 

@@ -6,8 +6,9 @@ the same arrays).
 Every image is decoded once per process (the arrays are kept, keyed by the files' names,
 sizes and modification times) and stays uint8 until a batch is made. Nothing is ever
 written into the data directory. Bad input — a missing folder, no class folders, an empty
-class, a file that is not a decodable image, images of different sizes, train and test
-class lists that differ — is an error naming the path, raised before any pipeline exists.
+class, a file that is not a decodable image or not a regular file, a symbolic link loop,
+images of different sizes, train and test class lists that differ — is an error naming
+the path, raised before any pipeline exists. Links to folders are followed.
 """
 
 from __future__ import annotations
@@ -81,14 +82,43 @@ def _class_files(split_dir: str) -> tuple[tuple[str, ...], list[tuple[str, int]]
     files = []
     for label, name in enumerate(entries):
         class_dir = os.path.join(split_dir, name)
-        found = []
-        for root, dirs, names in os.walk(class_dir):
-            dirs[:] = _visible(dirs)  # walk in a fixed order
-            found += [os.path.join(root, n) for n in _visible(names)]
+        found = _image_files(class_dir)
         if not found:
             raise ValueError(f"{class_dir}: class {name!r} has no image files.")
         files += [(path, label) for path in sorted(found)]
     return tuple(entries), files
+
+
+def _image_files(class_dir: str) -> list[str]:
+    """Every visible file under `class_dir`, sub-folders included, in a fixed order.
+
+    Symbolic links to folders are followed (a class assembled from links must not lose
+    their images silently); a link back into a folder being walked is an error, and so
+    is anything that is not a regular file (a FIFO or device would block or never end).
+    """
+    found = []
+    on_path: set[str] = set()
+
+    def walk(folder: str) -> None:
+        real = os.path.realpath(folder)
+        if real in on_path:
+            raise ValueError(f"{folder}: a symbolic link loop (it leads back to {real}).")
+        on_path.add(real)
+        for name in _visible(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                walk(path)
+            elif os.path.isfile(path):
+                found.append(path)
+            else:
+                raise ValueError(
+                    f"{path}: not a regular file (a dangling link, FIFO, socket or "
+                    "device); a class folder must hold image files only."
+                )
+        on_path.discard(real)
+
+    walk(class_dir)
+    return found
 
 
 def _decode(path: str) -> np.ndarray:
@@ -114,8 +144,8 @@ def read_class_folders(split_dir: str) -> tuple[np.ndarray, np.ndarray, tuple[st
     """Decode every image of a class-folder tree.
 
     Classes are the sorted names of `split_dir`'s sub-folders; an image's label is its
-    class's index. Images inside a class may be in sub-folders. Hidden files and folders
-    are skipped.
+    class's index. Images inside a class may be in sub-folders (symbolic links to
+    folders are followed). Hidden files and folders are skipped.
 
     # Arguments
         split_dir: e.g. `<data_dir>/train`, holding `<class>/<image>`.
@@ -127,8 +157,9 @@ def read_class_folders(split_dir: str) -> tuple[np.ndarray, np.ndarray, tuple[st
     # Raises
         FileNotFoundError: `split_dir` does not exist.
         ValueError: no class folders, a file beside the class folders, an empty class, a
-            file that is not a decodable image, or images of different shapes (names the
-            path).
+            file that is not a decodable image or not a regular file (FIFO, device,
+            dangling link), a symbolic link loop, or images of different shapes (names
+            the path).
     """
     classes, files = _class_files(split_dir)
     images, first = None, None
