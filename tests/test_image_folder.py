@@ -3,9 +3,12 @@
 the seeded split, normalisation from the training split, augmentation of training batches
 only, decoding once per process, read-only data, and every bad input."""
 
+import io
 import os
 import pickle
 import stat
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -291,6 +294,40 @@ def test_linked_folders_are_read_and_links_that_cannot_be_are_errors(tmp_path):
     os.remove(root / "train" / "bee" / "gone.png")
     os.mkfifo(root / "test" / "cat" / "pipe.png")
     _expect(str(root / "test" / "cat" / "pipe.png"), ValueError, "not a regular file", root)
+
+
+def _png_declaring(height: int, width: int) -> bytes:
+    """A valid PNG header declaring `height`×`width` gray pixels, with a few rows of
+    zeros: a few kilobytes that would decode to `height * width` bytes."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(
+            ">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * 4, 9)) + chunk(b"IEND", b""))
+
+
+def test_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
+    """A decompression bomb (a small file declaring billions of pixels) is an error naming
+    the path, raised from the header, not an exhausted machine; the header sizes read
+    for that agree with the decoded images of every format."""
+    import PIL.Image
+
+    image = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    for fmt in ("PNG", "GIF", "BMP", "JPEG"):
+        buffer = io.BytesIO()
+        PIL.Image.fromarray(image).save(buffer, fmt)
+        assert image_folder._declared_size(buffer.getvalue()) == (7, 5), fmt
+    assert image_folder._declared_size(b"not an image") is None
+
+    image_folder._DECODED.clear()
+    root = tmp_path / "bomb"
+    _tree(root, per_class=(2, 1), shape=(4, 4, 3))
+    side = 100_000  # 10^10 pixels: 10 GB once decoded
+    (root / "train" / "bee" / "big.png").write_bytes(_png_declaring(side, side))
+    assert (root / "train" / "bee" / "big.png").stat().st_size < 100_000
+    _expect(str(root / "train" / "bee" / "big.png"), ValueError, "100000×100000 pixels, more than MAX_PIXELS", root)
 
 
 def _snapshot(root):

@@ -6,7 +6,8 @@ the same arrays).
 Every image is decoded once per process (the arrays are kept, keyed by the files' names,
 sizes and modification times) and stays uint8 until a batch is made. Nothing is ever
 written into the data directory. Bad input — a missing folder, no class folders, an empty
-class, a file that is not a decodable image or not a regular file, a symbolic link loop,
+class, a file that is not a decodable image or not a regular file, an image declaring
+more than `MAX_PIXELS` pixels (checked from its header), a symbolic link loop,
 images of different sizes, train and test class lists that differ — is an error naming
 the path, raised before any pipeline exists. Links to folders are followed.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import struct
 from typing import Sequence
 
 import numpy as np
@@ -121,10 +123,48 @@ def _image_files(class_dir: str) -> list[str]:
     return found
 
 
+# Pillow's decompression-bomb limit: a few kilobytes can declare billions of pixels,
+# and decoding them would exhaust memory instead of raising.
+MAX_PIXELS = 89_478_485
+
+
+def _declared_size(content: bytes) -> tuple[int, int] | None:
+    """`(height, width)` from an image file's header, without decoding it; `None` when the
+    header is not one this reads (the decoder then reports the file)."""
+    if content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) >= 24:
+        width, height = struct.unpack(">II", content[16:24])
+    elif content[:6] in (b"GIF87a", b"GIF89a") and len(content) >= 10:
+        width, height = struct.unpack("<HH", content[6:10])
+    elif content[:2] == b"BM" and len(content) >= 26:
+        if struct.unpack("<I", content[14:18])[0] == 12:  # OS/2 header: 16-bit sizes
+            width, height = struct.unpack("<HH", content[18:22])
+        else:
+            width, height = struct.unpack("<ii", content[18:26])
+    elif content[:3] == b"\xff\xd8\xff":
+        try:
+            height, width, _ = (int(v) for v in tf.io.extract_jpeg_shape(content).numpy())
+        except tf.errors.InvalidArgumentError:
+            return None
+    else:
+        return None
+    return abs(height), abs(width)  # a BMP stored top-down has a negative height
+
+
 def _decode(path: str) -> np.ndarray:
-    """One image file as a uint8 `(height, width, channels)` array (JPEG, PNG, BMP, GIF)."""
+    """One image file as a uint8 `(height, width, channels)` array (JPEG, PNG, BMP, GIF).
+
+    # Raises
+        ValueError: not a decodable image, or it declares more than `MAX_PIXELS` pixels.
+    """
     with open(path, "rb") as f:
         content = f.read()
+    size = _declared_size(content)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(
+            f"{path}: declares {size[0]}×{size[1]} pixels, more than MAX_PIXELS = "
+            f"{MAX_PIXELS:,}; not decoded (a decompression bomb, or not an image of a "
+            "training set)."
+        )
     try:
         if content[:3] == b"\xff\xd8\xff":
             # TensorFlow's default JPEG IDCT (INTEGER_FAST) shifts the red and blue means
