@@ -130,6 +130,28 @@ def test_sign_margins_of_a_pabt_layer_use_its_active_thresholds():
     np.testing.assert_allclose(sign_margins(model, x), expected, rtol=1e-6)
 
 
+def test_ties_are_found_inside_nested_models(data):
+    """A BNN wrapped in another model (functional or Sequential, as a user adds
+    preprocessing) is probed inside: the same margins, the same ties excused."""
+    model = _bnn()
+    flatbuffer, tied = _set_tie(model, data, rare=True)
+    inp = tf.keras.Input(data.shape[1:])
+    wrapped = tf.keras.Model(inp, model(inp))
+    stacked = tf.keras.Sequential([tf.keras.Input(data.shape[1:]), model])
+    expected = sign_margins(model, data)
+    for outer in (wrapped, stacked):
+        np.testing.assert_array_equal(sign_margins(outer, data), expected)
+        result = verify(outer, flatbuffer, data)
+        assert result.ok and result.differing == result.ties == tied
+
+    class Subclassed(tf.keras.Model):  # no graph inside to probe
+        def call(self, x):
+            return model(x)
+
+    with pytest.raises(ValueError, match="it can probe"):
+        sign_margins(Subclassed(), data[:2])
+
+
 def test_a_result_beyond_atol_needs_counted_ties():
     from pabt_tf.export import VerificationResult
 

@@ -135,19 +135,66 @@ class VerificationResult:
 
 def _binarized_inputs(model: tf.keras.Model) -> list[tuple[tf.keras.layers.Layer, tf.Tensor]]:
     """The model's binarizing layers it can probe, with the tensor each one binarizes:
-    PaBT layers and Larq layers with a sign input quantizer, at the top level of `model`
-    (a nested model's layers have no symbolic input in the outer graph)."""
+    PaBT layers and Larq layers with a sign input quantizer, and nested models (probed
+    inside, see `_margins`), at the top level of `model`."""
     from pabt_tf.layers import PaBTLayer
 
     found = []
     for layer in model.layers:
         quantizer = getattr(layer, "input_quantizer", None)
-        if not isinstance(layer, PaBTLayer) and not isinstance(quantizer, _SIGN_QUANTIZERS):
+        nested = isinstance(layer, tf.keras.Model)
+        if not (nested or isinstance(layer, PaBTLayer) or isinstance(quantizer, _SIGN_QUANTIZERS)):
             continue
-        if len(getattr(layer, "_inbound_nodes", [])) != 1:
-            continue  # shared or uncalled: no single input tensor
-        found.append((layer, layer.input))
+        # The node of `layer` in *this* model's graph: a layer may also be called in
+        # other models, and a nested model's own construction is a node of it too.
+        nodes = [
+            node for i, node in enumerate(getattr(layer, "_inbound_nodes", []))
+            if f"{layer.name}_ib-{i}" in getattr(model, "_network_nodes", ())
+        ]
+        if len(nodes) != 1:
+            continue  # called twice in this model (shared) or not at all
+        fed = nodes[0].input_tensors
+        if not tf.is_tensor(fed):
+            continue  # several inputs
+        if nested and not getattr(layer, "inputs", None):
+            continue  # a subclassed model: no graph to probe inside
+        found.append((layer, fed))
     return found
+
+
+def _margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray | None:
+    """`sign_margins` of `model` on `inputs`; `None` if nothing in it binarizes. A nested
+    model is probed on the values its input takes in the outer model: its layers' inputs
+    are symbolic only in its own graph."""
+    from pabt_tf.layers import PaBTLayer
+
+    probed = _binarized_inputs(model)
+    if not probed:
+        return None
+    values = tf.keras.Model(model.inputs, [tensor for _, tensor in probed]).predict(
+        inputs, batch_size=batch_size, verbose=0
+    )
+    if len(probed) == 1:
+        values = [values]
+    margins, found = np.full(len(inputs), np.inf), False
+    for (layer, _), x in zip(probed, values):
+        x = np.asarray(x, np.float32)
+        if isinstance(layer, tf.keras.Model):
+            inner = _margins(layer, x, batch_size)
+            if inner is not None:
+                margins, found = np.minimum(margins, inner), True
+            continue
+        x = x.astype(np.float64)
+        if isinstance(layer, PaBTLayer):
+            thresholds = np.asarray(tf.keras.backend.get_value(layer.input_quantizer.thresholds))
+            bases = np.flatnonzero(layer.binary_conv_mask.any(axis=0))
+            distances = [np.abs(x - thresholds[n]) for n in bases]  # θ_n: () or (C,)
+        else:
+            distances = [np.abs(x)]
+        for d in distances:
+            margins = np.minimum(margins, d.reshape(len(x), -1).min(axis=1))
+        found = True
+    return margins if found else None
 
 
 def sign_margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -160,8 +207,8 @@ def sign_margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int = 64
     implementations of the network may binarize that value differently.
 
     # Arguments
-        model: a Keras model with PaBT layers or Larq sign-quantized layers at its top
-            level.
+        model: a Keras model with PaBT layers or Larq sign-quantized layers, at its top
+            level or inside nested functional / Sequential models.
         inputs: samples with a leading batch axis.
         batch_size: Keras batch size.
 
@@ -169,32 +216,15 @@ def sign_margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int = 64
         Float array of shape `(len(inputs),)`.
 
     # Raises
-        ValueError: the model has no binarizing layer at its top level.
+        ValueError: the model has no binarizing layer it can probe (none, or only inside
+            subclassed models or shared layers).
     """
-    from pabt_tf.layers import PaBTLayer
-
-    probed = _binarized_inputs(model)
-    if not probed:
+    margins = _margins(model, np.asarray(inputs, np.float32), batch_size)
+    if margins is None:
         raise ValueError(
-            "`model` has no PaBT layer or Larq sign-quantized layer at its top level; "
-            "sign_margins has nothing to measure."
+            "`model` has no PaBT layer or Larq sign-quantized layer it can probe (at its "
+            "top level or in a nested functional model); sign_margins has nothing to measure."
         )
-    values = tf.keras.Model(model.inputs, [tensor for _, tensor in probed]).predict(
-        np.asarray(inputs, np.float32), batch_size=batch_size, verbose=0
-    )
-    if len(probed) == 1:
-        values = [values]
-    margins = np.full(len(inputs), np.inf)
-    for (layer, _), x in zip(probed, values):
-        x = np.asarray(x, np.float64)
-        if isinstance(layer, PaBTLayer):
-            thresholds = np.asarray(tf.keras.backend.get_value(layer.input_quantizer.thresholds))
-            bases = np.flatnonzero(layer.binary_conv_mask.any(axis=0))
-            distances = [np.abs(x - thresholds[n]) for n in bases]  # θ_n: () or (C,)
-        else:
-            distances = [np.abs(x)]
-        for d in distances:
-            margins = np.minimum(margins, d.reshape(len(x), -1).min(axis=1))
     return margins
 
 
@@ -286,7 +316,7 @@ def verify(
     if differing.any():
         try:
             margins = np.sort(sign_margins(model, inputs[differing], batch_size=batch_size))
-        except ValueError:  # nothing binarized at the top level: no difference is a tie
+        except ValueError:  # nothing binarized that can be probed: no difference is a tie
             pass
     return VerificationResult(
         samples=int(len(inputs)),
