@@ -135,7 +135,12 @@ def merged_rows(paths) -> list[dict[str, Any]]:
 
 
 def _label(method: str, result: dict[str, Any]) -> str:
-    """The method's label; ABC-Net's names its bases (`model_kwargs.abc_bases`)."""
+    """The method's label; ABC-Net's names its bases (`model_kwargs.abc_bases`), a PaBT
+    run with a `budget` its budget (it ends with that many binary convolutions per layer
+    on average, not as a BNN)."""
+    budget = result.get("config", {}).get("budget")
+    if method == "pabt" and budget:
+        return f"PaBT budget {budget:g}"
     if method == "abc":
         m, n = abc_bases(result.get("config", {}))
         return f"ABC-Net {m}/{n}" + (" (MBN)" if m * n > 1 else "")
@@ -251,8 +256,8 @@ def verdict(rows: list[dict[str, Any]], margin: float = 1.0) -> list[str]:
     full = next((r for r in rows if r["method"] == "float"), None)
     out = []
     for row in rows:
-        if row["method"] != "pabt":
-            continue
+        if row["method"] != "pabt" or not row["label"].startswith(LABELS["pabt"]):
+            continue  # a budget run is no BNN: compared at its cost in experiments.frontier
         name = "PaBT's BNN" + (row["label"][len(LABELS["pabt"]):] if row["label"] != LABELS["pabt"] else "")
         for other in base.values():
             gap = 100 * (row["accuracy_mean"] - other["accuracy_mean"])

@@ -185,7 +185,12 @@ def test_comparison_table_and_verdict_from_results(tmp_path):
     variant = compare.aggregate({"pabt": results["pabt"]}, tag="_soft")
     assert variant[0]["label"] == "PaBT → BNN [soft]"
     full = compare.aggregate({"float": [run("float", s, 0.95) for s in range(3)]})
-    lines = compare.verdict(rows + variant + full)
+    # A budget run is labelled by its budget and held to no BNN goal.
+    budget = [dict(r, config={"seed": r["config"]["seed"], "budget": 2.0}, mean_binary_convs=2.0)
+              for r in results["pabt"]]
+    budget = compare.aggregate({"pabt": budget}, tag="_b2")
+    assert budget[0]["label"] == "PaBT budget 2 [b2]"
+    lines = compare.verdict(rows + variant + full + budget)
     assert len(lines) == 8 and lines[4].startswith("PaBT's BNN [soft] vs Larq BNN (STE")
     assert lines[3] == "PaBT's BNN below full precision: 4.00 p.p."
     path = plot_comparison(rows, str(tmp_path / "c.png"))
