@@ -177,7 +177,9 @@ def test_read_idx_round_trip(tmp_path):
          "truncated IDX header: 3 dimensions need 16 bytes"),
         ("truncated", b"\x00\x00\x08\x02\x00\x00\x00\x02\x00\x00\x00\x03" + bytes(5),
          r"shape \(2, 3\) of uint8, 6 values = 6 bytes of data; the file has 5"),
-        ("trailing", b"\x00\x00\x08\x01\x00\x00\x00\x02" + bytes(3), "the file has 3"),
+        ("trailing", b"\x00\x00\x08\x01\x00\x00\x00\x02" + bytes(3), "the file has more than 2"),
+        ("huge", b"\x00\x00\x08\x03" + b"\x00\x00\xff\xff" * 3 + bytes(8),
+         r"more than MAX_IDX_BYTES = 2147483648"),
         ("wide", b"\x00\x00\x0b\x01\x00\x00\x00\x02" + bytes(3), "int16, 2 values = 4 bytes"),
     ],
 )  # fmt: skip
@@ -187,6 +189,28 @@ def test_read_idx_rejects_malformed_files(tmp_path, name, content, message):
     with pytest.raises(ValueError, match=message) as err:
         data.read_idx(str(path))
     assert str(path) in str(err.value)
+
+
+def test_read_idx_stops_a_gzip_bomb_at_the_declared_size(tmp_path):
+    """A small .gz that inflates far past its header's shape is rejected after reading
+    only the declared bytes plus one, not inflated whole."""
+    import gzip
+    import tracemalloc
+
+    bomb = tmp_path / "bomb-idx1-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        f.write(b"\x00\x00\x08\x01\x00\x00\x00\x04" + bytes(4))
+        for _ in range(64):
+            f.write(bytes(1 << 20))  # 64 MiB of trailing zeros, ~64 KiB compressed
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="declares shape \\(4,\\).*the file has more than 4"):
+            data.read_idx(str(bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"read_idx allocated {peak} bytes for a 4-byte array"
 
 
 def test_read_idx_rejects_broken_gzip(tmp_path):

@@ -32,6 +32,7 @@ __all__ = [
     "FASHION_MNIST_STD",
     "fashion_mnist_dir",
     "read_idx",
+    "MAX_IDX_BYTES",
     "load_fashion_mnist",
     "fashion_mnist_datasets",
 ]
@@ -57,6 +58,11 @@ _FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 # IDX type byte -> numpy dtype (multi-byte values are big-endian).
+MAX_IDX_BYTES = 2**31
+"""The most data bytes `read_idx` accepts from one file's header (2 GiB; Fashion-MNIST's
+training images are 47 MB), so a corrupt header or a gzip bomb fails instead of filling
+memory."""
+
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -83,43 +89,55 @@ def read_idx(path: str) -> np.ndarray:
 
     # Raises
         ValueError: naming `path`, if the file is not a valid IDX file: bad magic number,
-            unknown type, truncated header, or a data size other than the header's shape
-            implies (truncated or trailing bytes); or a `.gz` file that is not complete
-            gzip data.
+            unknown type, truncated header, a data size other than the header's shape
+            implies (truncated or trailing bytes), or a declared size above
+            `MAX_IDX_BYTES`; or a `.gz` file that is not complete gzip data.
     """
     opener = gzip.open if path.endswith(".gz") else open
     try:
+        # Read the header first and then only the bytes it declares (plus one to detect
+        # trailing data): a gzip bomb never inflates past MAX_IDX_BYTES.
         with opener(path, "rb") as f:
-            data = f.read()
+            magic = f.read(4)
+            if len(magic) < 4:
+                raise ValueError(
+                    f"{path} is not an IDX file: {len(magic)} bytes, shorter than the 4-byte "
+                    "magic number."
+                )
+            if magic[0] != 0 or magic[1] != 0:
+                raise ValueError(f"{path} is not an IDX file (bad magic number).")
+            dtype = _IDX_TYPES.get(magic[2])
+            if dtype is None:
+                raise ValueError(f"{path}: unknown IDX data type 0x{magic[2]:02x}.")
+            ndim = magic[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(
+                    f"{path}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim} "
+                    f"bytes, the file has {4 + len(dims)}."
+                )
+            shape = struct.unpack(f">{ndim}I", dims)
+            count = math.prod(shape)
+            expected = count * np.dtype(dtype).itemsize
+            if expected > MAX_IDX_BYTES:
+                raise ValueError(
+                    f"{path}: the header declares shape {shape} of {np.dtype(dtype).name}, "
+                    f"{expected} bytes of data, more than MAX_IDX_BYTES = {MAX_IDX_BYTES} "
+                    "(raise pabt_tf.data.fashion_mnist.MAX_IDX_BYTES for a larger file)."
+                )
+            data = f.read(expected)
+            trailing = len(f.read(1))
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         # gzip's own messages do not say which file.
         raise ValueError(f"{path} is not complete gzip data: {err}") from err
-    if len(data) < 4:
-        raise ValueError(
-            f"{path} is not an IDX file: {len(data)} bytes, shorter than the 4-byte magic number."
-        )
-    if data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number).")
-    dtype = _IDX_TYPES.get(data[2])
-    if dtype is None:
-        raise ValueError(f"{path}: unknown IDX data type 0x{data[2]:02x}.")
-    ndim = data[3]
-    offset = 4 + 4 * ndim
-    if len(data) < offset:
-        raise ValueError(
-            f"{path}: truncated IDX header: {ndim} dimensions need {offset} bytes, "
-            f"the file has {len(data)}."
-        )
-    shape = struct.unpack(f">{ndim}I", data[4:offset])
-    count = math.prod(shape)
-    expected = count * np.dtype(dtype).itemsize
-    if len(data) - offset != expected:
+    if len(data) != expected or trailing:
+        found = f"{len(data)}" if not trailing else f"more than {expected}"
         raise ValueError(
             f"{path}: the header declares shape {shape} of {np.dtype(dtype).name}, "
-            f"{count} values = {expected} bytes of data; the file has {len(data) - offset} "
+            f"{count} values = {expected} bytes of data; the file has {found} "
             "(truncated or corrupt)."
         )
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _find(directory: str, stem: str, source: str) -> str:
