@@ -75,14 +75,31 @@ def _mean_std(values) -> tuple[float | None, float | None]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def _has_model(run: dict) -> bool:
+    return os.path.exists(os.path.join(run["run_dir"], "model.keras"))
+
+
 def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: int) -> list[dict]:
-    """One point per group: accuracies, MACs and interleaved LCE latency of every run."""
+    """One point per group: accuracies, MACs and interleaved LCE latency of every run.
+
+    Accuracy is every finished run's; latency is measured on the runs whose `model.keras`
+    is on this machine (model files are not committed), and the point says how many.
+
+    # Raises
+        ValueError: a group none of whose runs has its `model.keras`, naming the runs.
+    """
     from pabt_tf.export.latency import host_latencies, paired_ratio
 
-    flatbuffers = {}
-    for key, runs in groups.items():
-        for i, run in enumerate(runs):
-            flatbuffers[f"{key}#{i}"] = convert_run(run["run_dir"])
+    measured = {key: [i for i, run in enumerate(runs) if _has_model(run)] for key, runs in groups.items()}
+    missing = [key for key, idx in measured.items() if not idx]
+    if missing:
+        raise ValueError(
+            "No trained model (model.keras) to measure latency for "
+            + "; ".join(f"{key} ({', '.join(run['run_dir'] for run in groups[key])})" for key in missing)
+            + ": the frontier converts each run's model.keras, which is kept only where the run trained."
+        )
+    flatbuffers = {f"{key}#{i}": convert_run(groups[key][i]["run_dir"])
+                   for key, idx in measured.items() for i in idx}  # fmt: skip
     latencies = {
         lat.label: lat
         for lat in host_latencies(flatbuffers, threads=(threads,), kernels=("indirect_bgemm",),
@@ -94,23 +111,29 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
     points = []
     for key, runs in groups.items():
         family, label = point_label(runs[0]["config"])
-        lats = [latencies[f"{key}#{i}"] for i in range(len(runs))]
-        ratios = ([paired_ratio(lat, latencies[f"{bnn_key}#{i % len(groups[bnn_key])}"]) for i, lat in enumerate(lats)]
-                  if bnn_key else [])  # fmt: skip
+        idx = measured[key]
+        lats = [latencies[f"{key}#{i}"] for i in idx]
+        ratios = []
+        if bnn_key:
+            bnn_idx = measured[bnn_key]
+            ratios = [paired_ratio(lat, latencies[f"{bnn_key}#{bnn_idx[j % len(bnn_idx)]}"])
+                      for j, lat in enumerate(lats)]  # fmt: skip
         acc, acc_std = _mean_std([r["test_accuracy"] for r in runs])
         val, val_std = _mean_std([r.get("val_accuracy") for r in runs])
         points.append({
             "key": key, "family": family, "label": label,
+            "dataset": runs[0]["config"].get("dataset"), "model": runs[0]["config"].get("model"),
             "seeds": [r["config"]["seed"] for r in runs],
             "accuracies": [r["test_accuracy"] for r in runs],
             "accuracy_mean": acc, "accuracy_std": acc_std,
             "val_accuracy_mean": val, "val_accuracy_std": val_std,
             "mean_binary_convs": _mean_std([r.get("mean_binary_convs") for r in runs])[0],
             "binary_macs": _mean_std([r.get("binary_macs") for r in runs])[0],
+            "latency_seeds": [runs[i]["config"]["seed"] for i in idx],
             "latency_ms": statistics.mean(lat.median_ms for lat in lats),
             "latency_ms_per_run": [lat.median_ms for lat in lats],
             "latency_vs_bnn": statistics.mean(ratios) if ratios else None,
-            "flatbuffer_bytes": statistics.mean(len(flatbuffers[f"{key}#{i}"]) for i in range(len(runs))),
+            "flatbuffer_bytes": statistics.mean(len(flatbuffers[f"{key}#{i}"]) for i in idx),
         })  # fmt: skip
     return sorted(points, key=lambda p: (p["family"], p["latency_ms"]))
 
@@ -138,22 +161,32 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int)
         "| point | test accuracy (%) | validation accuracy (%) | mean binary convs | binary MACs | LCE latency (ms) | × PaBT BNN | flatbuffer |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|",
     ]
+    partial = False
     for p in points:
         ratio = "—" if p["latency_vs_bnn"] is None else f"{p['latency_vs_bnn']:.2f}×"
+        latency = f"{p['latency_ms']:.3f}"
+        if len(p.get("latency_seeds", p["seeds"])) < len(p["seeds"]):
+            partial = True
+            latency += f" (seed {', '.join(map(str, p['latency_seeds']))})"
         val = ("—" if p["val_accuracy_mean"] is None
                else f"{100 * p['val_accuracy_mean']:.2f} ± {100 * p['val_accuracy_std']:.2f}")  # fmt: skip
         rows.append(
             f"| {p['label']} | **{100 * p['accuracy_mean']:.2f} ± {100 * p['accuracy_std']:.2f}** | {val} | "
-            f"{p['mean_binary_convs']:.2f} | {p['binary_macs'] / 1e6:.1f} M | {p['latency_ms']:.3f} | {ratio} | "
+            f"{p['mean_binary_convs']:.2f} | {p['binary_macs'] / 1e6:.1f} M | {latency} | {ratio} | "
             f"{p['flatbuffer_bytes'] / 1024:.1f} KiB |"
         )  # fmt: skip
+    setting = " / ".join(
+        " + ".join(sorted({str(p.get(k)) for p in points})) for k in ("dataset", "model"))
+    note = (" A latency with seeds in brackets was measured on those runs only: the others' "
+            "model.keras is not on this machine (accuracy is every run's)." if partial else "")
     return "\n".join([
-        "# Accuracy–latency frontier (Fashion-MNIST, fmnist_cnn)", "", *rows, "",
+        f"# Accuracy–latency frontier: {setting}", "", *rows, "",
         *[f"- {line}" for line in verdict], "",
         f"Latency: LCE interpreter, {threads} thread, indirect BGEMM kernels, median single-image "
         "latency over interleaved rounds (every flatbuffer in every round), mean over seeds; "
         "× PaBT BNN is the median of per-round ratios. Each run's model.keras is converted with "
-        "today's export. Accuracy: full test set after the last epoch, std over seeds (ddof=1).",
+        "today's export. Accuracy: full test set after the last epoch, std over seeds (ddof=1)."
+        + note,
         "", "Command:", "", "```", command, "```",
     ])  # fmt: skip
 

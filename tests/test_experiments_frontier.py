@@ -66,6 +66,39 @@ def test_frontier_measures_every_point_and_judges_dominance(comparison):
     assert frontier.plot(points, str(root / "frontier.png"))
 
 
+def test_frontier_measures_latency_on_the_runs_that_kept_their_model(comparison, tmp_path):
+    """Model files are not committed: a seed without model.keras counts for accuracy, the
+    latency comes from the seeds that have one, and the table says which; a point with no
+    model at all is an error naming its runs."""
+    import shutil
+
+    root, results = comparison
+    for seed, keep in ((0, True), (1, False)):
+        for name in ("pabt", "abc_2x1"):
+            run = tmp_path / "cmp" / "runs" / f"{name}_s{seed}"
+            if keep:
+                shutil.copytree(root / "runs" / f"{name}_s0", run)
+            else:
+                run.mkdir(parents=True)
+                result = dict(results[f"{name}_s0"], test_accuracy=0.25)
+                result["config"] = dict(result["config"], seed=seed)
+                (run / "results.json").write_text(json.dumps(result))
+    points = frontier.measure(collect_runs([str(tmp_path / "cmp")]), threads=1, rounds=1, repeats=1)
+    assert len(points) == 2
+    for p in points:
+        assert p["seeds"] == [0, 1] and p["latency_seeds"] == [0]
+        assert len(p["latency_ms_per_run"]) == 1 and p["latency_ms"] > 0
+        kept = results[p["key"].split(":")[1] + "_s0"]["test_accuracy"]
+        assert p["accuracy_mean"] == pytest.approx((kept + 0.25) / 2)
+    text = frontier.markdown(points, frontier.dominance(points), "cmd", 1)
+    assert text.count(" (seed 0) |") == 2 and "not on this machine" in text
+    config = results["pabt_s0"]["config"]
+    assert text.startswith(f"# Accuracy–latency frontier: {config['dataset']} / {config['model']}\n")
+    os.remove(tmp_path / "cmp" / "runs" / "abc_2x1_s0" / "model.keras")
+    with pytest.raises(ValueError, match=r"No trained model \(model.keras\).*abc_2x1_s0.*abc_2x1_s1"):
+        frontier.measure(collect_runs([str(tmp_path / "cmp")]), threads=1, rounds=1, repeats=1)
+
+
 def _write_run(root, name, seed, val, test=0.5):
     run = root / "runs" / f"{name}_s{seed}"
     run.mkdir(parents=True)
