@@ -57,12 +57,12 @@ _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-# IDX type byte -> numpy dtype (multi-byte values are big-endian).
 MAX_IDX_BYTES = 2**31
 """The most data bytes `read_idx` accepts from one file's header (2 GiB; Fashion-MNIST's
 training images are 47 MB), so a corrupt header or a gzip bomb fails instead of filling
 memory."""
 
+# IDX type byte -> numpy dtype (multi-byte values are big-endian).
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
