@@ -165,7 +165,7 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int)
     for p in points:
         ratio = "—" if p["latency_vs_bnn"] is None else f"{p['latency_vs_bnn']:.2f}×"
         latency = f"{p['latency_ms']:.3f}"
-        if len(p.get("latency_seeds", p["seeds"])) < len(p["seeds"]):
+        if len(p["latency_seeds"]) < len(p["seeds"]):
             partial = True
             latency += f" (seed {', '.join(map(str, p['latency_seeds']))})"
         val = ("—" if p["val_accuracy_mean"] is None
