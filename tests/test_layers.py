@@ -66,14 +66,14 @@ def reference_branches(layer, x):
         for m, b in enumerate(kernels):
             if isinstance(layer, PaBTDense):
                 y = tf.einsum("...c,co->...o", h, b)
+            # tf.nn.convolution: a dilated input gradient on every CPU (oneDNN or not).
             elif layer.padding == "valid":
-                y = tf.nn.conv2d(
-                    h, b, [1, *layer.strides, 1], "VALID", dilations=[1, *layer.dilation_rate, 1]
+                y = tf.nn.convolution(
+                    h, b, list(layer.strides), "VALID", dilations=list(layer.dilation_rate)
                 )
             else:
-                y = tf.nn.conv2d(
-                    h - 1.0, b, [1, *layer.strides, 1], "SAME",
-                    dilations=[1, *layer.dilation_rate, 1],
+                y = tf.nn.convolution(
+                    h - 1.0, b, list(layer.strides), "SAME", dilations=list(layer.dilation_rate)
                 ) + tf.reduce_sum(b, axis=[0, 1, 2])
             out[m, n] = scale[m] * y
     return out

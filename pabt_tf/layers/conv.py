@@ -40,6 +40,22 @@ def _same_padding(size, stride: int, dilation: int, kernel: int):
     return [total // 2, total - total // 2]
 
 
+def _conv(x: tf.Tensor, kernel: tf.Tensor, strides, padding: str, dilations) -> tf.Tensor:
+    """A 2D convolution that trains on every CPU.
+
+    Without oneDNN (TensorFlow's default on AMD and other non-Intel CPUs) the stock
+    `Conv2DBackpropInput`/`Conv2DBackpropFilter` kernels refuse dilation rates > 1, so a
+    dilated convolution runs as `tf.nn.convolution` does for Keras' `Conv2D`:
+    space-to-batch, an undilated conv, batch-to-space (the same function, and its
+    gradients need no dilated kernel). Undilated convolutions stay one `Conv2D` op.
+    """
+    if max(dilations) > 1:
+        return tf.nn.convolution(
+            x, kernel, strides=list(strides), padding=padding, dilations=list(dilations)
+        )
+    return tf.nn.conv2d(x, kernel, strides=[1, *strides, 1], padding=padding)
+
+
 @tf.keras.utils.register_keras_serializable(package="pabt_tf")
 class PaBTConv2D(PaBTLayer):
     """Multi-base binary 2D convolution (channels last).
@@ -117,13 +133,7 @@ class PaBTConv2D(PaBTLayer):
         # 'same' runs as TF's zero-padded SAME convolution (padding inside the conv
         # kernel, no padded copy of the input, no slice in the backward pass); the
         # difference to +1 padding is added by `_padding_correction`.
-        return tf.nn.conv2d(
-            h,
-            kernel,
-            strides=[1, *self.strides, 1],
-            padding=self.padding.upper(),
-            dilations=[1, *self.dilation_rate, 1],
-        )
+        return _conv(h, kernel, self.strides, self.padding.upper(), self.dilation_rate)
 
     def _padding_correction(self, inputs: tf.Tensor, folded: tf.Tensor) -> tf.Tensor | None:
         # conv(pad(H, +1), K) = conv_same(H, K) + conv(pad(0, +1), K): the second term
@@ -141,13 +151,7 @@ class PaBTConv2D(PaBTLayer):
             constant_values=1.0,
         )
         kernel = tf.reduce_sum(folded, axis=[0, 3])[:, :, None, :]  # (kh, kw, 1, O)
-        return tf.nn.conv2d(
-            border,
-            kernel,
-            strides=[1, *self.strides, 1],
-            padding="VALID",
-            dilations=[1, *self.dilation_rate, 1],
-        )
+        return _conv(border, kernel, self.strides, "VALID", self.dilation_rate)
 
     def compute_output_shape(self, input_shape):
         input_shape = tf.TensorShape(input_shape).as_list()
