@@ -31,11 +31,13 @@ def define_flags() -> None:
     flags.DEFINE_string("output", "results/schedule_selection.md", "Markdown report.")
     flags.DEFINE_string("winner_file", None, "Also write the chosen variant's name (one line) "
                         "here, for a script that goes on with it.")
+    flags.DEFINE_integer("top", 1, "Write this many variants to --winner_file, best first (a "
+                         "screening round: the best few on one seed go on to more seeds).")
 
 
 SETTINGS = ("prune_begin", "prune_end", "prune_power", "prune_order", "decay_steps",
             "importance_momentum", "ranking", "criterion", "epochs", "distill_weight",
-            "model_kwargs")  # fmt: skip
+            "model_kwargs", "latent_weights", "bop_threshold", "bop_gamma", "bop_schedule")  # fmt: skip
 
 
 def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict]:
@@ -116,7 +118,8 @@ def main(argv):
     print("\n".join(lines))
     if FLAGS.winner_file:
         with open(FLAGS.winner_file, "w") as f:
-            f.write(best["variant"] + "\n")
+            competing = [r["variant"] for r in rows if r["competes"]]
+            f.write("\n".join(competing[: max(FLAGS.top, 1)]) + "\n")
     return 0
 
 

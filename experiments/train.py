@@ -64,6 +64,8 @@ _FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "budget": ("float", "Stop at this mean of binary convs per layer (MBN).", {}),
     "bop_threshold": ("float", "Bop threshold (bnn_bop, latent-free pabt).", {}),
     "bop_gamma": ("float", "Bop adaptivity rate gamma.", {}),
+    "bop_schedule": ("enum", "Bop's gamma over the run: constant, or cosine-decayed to 0 like "
+                     "the learning rate.", {"enum_values": ["constant", "cosine"]}),
     "validation_size": ("integer", "Examples carved from train for validation (0 = test set).", {}),
     "train_limit": ("integer", "Use only this many training examples.", {}),
     "validation_limit": ("integer", "Use only this many validation examples.", {}),

@@ -160,3 +160,19 @@ def test_residual_backbone_trains_and_converts(tmp_path):
                                model_kwargs={"stage_filters": [8, 8, 16], "stem_filters": 8}))  # fmt: skip
     assert results["mean_binary_convs"] == 1.0 and results["found_bconvs"] == 6
     assert results["verification"]["top1_agreement"] == 1.0
+
+
+def test_selection_top_writes_the_best_competing_variants(tmp_path):
+    """A screening round: `--top 2` writes the two best variants run on every seed, best
+    first; a variant with fewer seeds is never among them."""
+    for name, val in (("pabt_a", 0.70), ("pabt_b", 0.80), ("pabt_c", 0.75)):
+        for seed in (0, 1):
+            _write_run(tmp_path / "select" / name, name, seed, val)
+    _write_run(tmp_path / "select" / "pabt_d", "pabt_d", 0, 0.99)  # one seed only
+    winner = tmp_path / "top.winner"
+    dirs = ",".join(str(tmp_path / "select" / v) for v in ("pabt_a", "pabt_b", "pabt_c", "pabt_d"))
+    cmd = [sys.executable, "-m", "experiments.select_schedule", f"--comparisons={dirs}",
+           f"--output={tmp_path / 'r.md'}", f"--winner_file={winner}", "--top=2"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert winner.read_text() == "select/pabt_b:pabt_b\nselect/pabt_c:pabt_c\n"

@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = dict(
     budget=None,
     bop_threshold=1e-8,
     bop_gamma=1e-4,
+    bop_schedule="constant",
     validation_size=5000,
     train_limit=None,
     validation_limit=None,
@@ -120,6 +121,19 @@ def _schedule(config: dict, total_steps: int):
     if kind == "linear":
         return pabt_tf.schedules.LinearDecay(begin, end, frequency=frequency)
     return pabt_tf.schedules.PolynomialDecay(begin, end, config["prune_power"], frequency)
+
+
+BOP_SCHEDULES = ("constant", "cosine")
+
+
+def _bop_gamma(config: dict, total_steps: int):
+    """Bop's adaptivity rate: constant, or cosine-decayed to 0 over the run like the
+    learning rate (as gamma falls, the gradient average freezes and flips settle)."""
+    if config["bop_schedule"] not in BOP_SCHEDULES:
+        raise ValueError(f"`bop_schedule` must be one of {BOP_SCHEDULES}, got {config['bop_schedule']!r}.")
+    if config["bop_schedule"] == "cosine":
+        return tf.keras.optimizers.schedules.CosineDecay(config["bop_gamma"], total_steps)
+    return config["bop_gamma"]
 
 
 def reconvert(run_dir: str) -> dict[str, Any]:
@@ -230,7 +244,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     if config["lr_schedule"] == "cosine":
         lr = tf.keras.optimizers.schedules.CosineDecay(lr, total_steps)
     optimizer = zoo.get_optimizer(
-        method, lr, config["latent_weights"], config["bop_threshold"], config["bop_gamma"]
+        method, lr, config["latent_weights"], config["bop_threshold"], _bop_gamma(config, total_steps)
     )
     model.compile(optimizer, loss_for(config), metrics=metrics_for(config, ds.num_classes))
 
