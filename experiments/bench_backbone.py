@@ -14,6 +14,8 @@ median in the same run.
 
     python -m experiments.bench_backbone --model fmnist_resnet --input_shape 32,32,3 \
         --threads 1 --json results/bench/cifar10_backbone_steps.json
+
+A segmentation backbone (per-pixel logits) gets a random label per pixel.
 """
 
 from __future__ import annotations
@@ -89,15 +91,26 @@ def make_step(method: str, extra: dict, mask, x_y) -> tuple[callable, int]:
     model.compile(get_optimizer(method, 1e-3, config["latent_weights"]),
                   tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     train_function = model.make_train_function()
-    batches = iter(tf.data.Dataset.from_tensors(x_y).repeat())
+    x, labels = x_y
+    # A label per output position: per image (classification) or per pixel (segmentation).
+    y = labels(model.output_shape[1:-1])
+    batches = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
     return (lambda: train_function(batches)["loss"]), sum(layer.active_binary_convs for layer in layers)
 
 
 def time_interleaved(configs: dict) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     rng = np.random.default_rng(0)
     shape = [FLAGS.batch] + [int(d) for d in FLAGS.input_shape]
-    x_y = (tf.constant(rng.normal(size=shape).astype(np.float32)),
-           tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch)))
+    x = tf.constant(rng.normal(size=shape).astype(np.float32))
+    fixed = {}
+
+    def labels(spatial) -> tf.Tensor:  # the same labels for every configuration
+        key = tuple(spatial)
+        if key not in fixed:
+            fixed[key] = tf.constant(rng.integers(0, FLAGS.num_classes, (FLAGS.batch, *key)))
+        return fixed[key]
+
+    x_y = (x, labels)
     steps, convs = {}, {}
     for name, (method, extra, mask) in configs.items():
         steps[name], convs[name] = make_step(method, extra, mask, x_y)

@@ -15,16 +15,20 @@ BNN_BASELINES = ("bnn_bireal", "bnn", "bnn_bop")
 
 
 def best_baseline(summary: dict, methods=BNN_BASELINES) -> str:
-    """The method of `methods` whose row has the highest `val_accuracy_mean`.
+    """The method of `methods` whose row has the highest `val_accuracy_mean` (segmentation:
+    `val_miou_mean`).
 
     # Raises
         ValueError: no row of those methods has a validation accuracy.
     """
-    rows = [r for r in summary["rows"]
-            if r["method"] in methods and r.get("val_accuracy_mean") is not None]
+    # Segmentation rows are judged by validation mIoU, classification rows by accuracy.
+    def score(r):
+        return r.get("val_miou_mean") if r.get("task") == "segmentation" else r.get("val_accuracy_mean")
+
+    rows = [r for r in summary["rows"] if r["method"] in methods and score(r) is not None]
     if not rows:
-        raise ValueError(f"no row of {methods} with a validation accuracy in the summary")
-    return max(rows, key=lambda r: r["val_accuracy_mean"])["method"]
+        raise ValueError(f"no row of {methods} with a validation score in the summary")
+    return max(rows, key=score)["method"]
 
 
 def main(argv: list[str]) -> int:

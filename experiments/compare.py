@@ -147,8 +147,39 @@ def _label(method: str, result: dict[str, Any]) -> str:
     return LABELS.get(method, method)
 
 
+def score_key(row: dict[str, Any]) -> str:
+    """The metric a row is judged by: `"miou"` (mean IoU) for segmentation, else
+    `"accuracy"`; its row keys are `<key>s`, `<key>_mean`, `<key>_std`, `val_<key>_mean`."""
+    return "miou" if row.get("task") == "segmentation" else "accuracy"
+
+
+def _segmentation_fields(runs: list[dict]) -> dict[str, Any]:
+    """Mean IoU (the benchmark's figure: at the test labels' resolution when the run had
+    it), per seed and over seeds, validation mIoU, pixel and mean class accuracy."""
+    mious = [r.get("test_miou") for r in runs]
+    val = [r.get("val_miou") for r in runs]
+    full = [r.get("test_segmentation_full") or r.get("test_segmentation") or {} for r in runs]
+    at_input = [r.get("test_miou_at_input") for r in runs]
+    mean, std = _mean_std(mious)
+    val_mean, val_std = _mean_std(val)
+    return {
+        "task": "segmentation",
+        "mious": mious, "miou_mean": mean, "miou_std": std,
+        "val_mious": val, "val_miou_mean": val_mean, "val_miou_std": val_std,
+        "miou_at_input_mean": _mean_std(at_input)[0],
+        "miou_resolution": runs[0].get("miou_resolution"),
+        "pixel_accuracy_mean": _mean_std([f.get("pixel_accuracy") for f in full])[0],
+        "mean_class_accuracy_mean": _mean_std([f.get("mean_class_accuracy") for f in full])[0],
+        "per_class_iou_mean": (np.nanmean(np.asarray([f["per_class_iou"] for f in full], float), axis=0).tolist()
+                               if all(f.get("per_class_iou") for f in full) else None),
+        "class_names": full[0].get("class_names"),
+        "min_pixel_agreement": min(_verification(r).get("top1_agreement", 0.0) for r in runs),
+    }  # fmt: skip
+
+
 def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, Any]]:
-    """One row per method from its runs' results."""
+    """One row per method from its runs' results (segmentation runs: also mIoU fields,
+    see `_segmentation_fields`)."""
     rows = []
     for method, runs in results.items():
         accs = [r["test_accuracy"] for r in runs]
@@ -186,6 +217,8 @@ def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, A
             "tie_samples": _total([_verification(r).get("ties") for r in runs]),
             "minutes_per_run": _mean_std([r.get("train_seconds") for r in runs])[0] / 60,
         }
+        if first.get("task") == "segmentation":
+            row.update(_segmentation_fields(runs))
         rows.append(row)
     return rows
 
@@ -222,12 +255,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per method; training time relative to the Larq STE BNN row when there is
     one (the same machine, usually the same session: a ratio is less noisy than minutes)."""
     bnn = next((r for r in rows if r["method"] == "bnn"), None)
+    key = score_key(rows[0]) if rows else "accuracy"
+    what = "test mIoU (%)" if key == "miou" else "test accuracy (%)"
     lines = [
-        "| method | test accuracy (%) mean ± std | per seed | validation accuracy (%) | mean binary convs | binary MACs (BOPs) | float MACs | Keras model (.keras) | flatbuffer | LceBconv2d | LCE vs Keras: top-1 agreement, max abs logit diff, runs within 1e-3 | min / run | train time × STE BNN |",  # noqa: E501
+        f"| method | {what} mean ± std | per seed | validation {what[5:]} | mean binary convs | binary MACs (BOPs) | float MACs | Keras model (.keras) | flatbuffer | LceBconv2d | LCE vs Keras: top-1 agreement, max abs logit diff, runs within 1e-3 | min / run | train time × STE BNN |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        seeds = ", ".join(f"{100 * a:.2f}" for a in r["accuracies"])
+        per_seed = r.get("mious" if key == "miou" else "accuracies", [])
+        seeds = ", ".join("—" if a is None else f"{100 * a:.2f}" for a in per_seed)
         mbc = "—" if r["mean_binary_convs"] is None else f"{r['mean_binary_convs']:.2f}"
         check = (f"{100 * r.get('min_top1_agreement', 0):.1f} %, {r['max_abs_diff']:.1e}, "
                  f"{r.get('runs_within_atol', 0)}/{len(r['accuracies'])}")
@@ -236,8 +272,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         ratio = (f"{r['minutes_per_run'] / bnn['minutes_per_run']:.2f}×"
                  if bnn and bnn.get("minutes_per_run") else "—")
         lines.append(
-            f"| {r['label']} | **{_fmt_acc(r['accuracy_mean'], r['accuracy_std'])}** | "
-            f"{seeds} | {_fmt_acc(r.get('val_accuracy_mean'), r.get('val_accuracy_std'))} | "
+            f"| {r['label']} | **{_fmt_acc(r.get(f'{key}_mean'), r.get(f'{key}_std'))}** | "
+            f"{seeds} | {_fmt_acc(r.get(f'val_{key}_mean'), r.get(f'val_{key}_std'))} | "
             f"{mbc} | {_fmt_int(r['bops'])} | {_fmt_int(r['float_macs'])} | "
             f"{_fmt_kib(r['keras_file_bytes'])} | {_fmt_kib(r['flatbuffer_bytes'])} | "
             f"{r['bconvs_in_flatbuffer'] if r['bconvs_in_flatbuffer'] is not None else '—'} | "
@@ -257,24 +293,29 @@ def verdict(rows: list[dict[str, Any]], margin: float = 1.0) -> list[str]:
     base = {r["method"]: r for r in rows if r["method"] in BNN_BASELINES}
     full = next((r for r in rows if r["method"] == "float"), None)
     out = []
+    if not rows:
+        return out
+    key = score_key(rows[0])
+    unit = "mIoU points" if key == "miou" else "p.p."
+    mean = f"{key}_mean"
     for row in rows:
         if row["method"] != "pabt" or not row["label"].startswith(LABELS["pabt"]):
             continue  # a budget run is no BNN: compared at its cost in experiments.frontier
         name = "PaBT's BNN" + (row["label"][len(LABELS["pabt"]):] if row["label"] != LABELS["pabt"] else "")
         for other in base.values():
-            gap = 100 * (row["accuracy_mean"] - other["accuracy_mean"])
-            out.append(f"{name} vs {other['label']}: {gap:+.2f} p.p.")
+            gap = 100 * (row[mean] - other[mean])
+            out.append(f"{name} vs {other['label']}: {gap:+.2f} {unit}")
         if base:
             if row.get("latent_weights") is False and "bnn_bop" in base:
                 ref, what = base["bnn_bop"], "the latent-weight-free BNN baseline"
             else:
-                ref, what = max(base.values(), key=lambda r: r["accuracy_mean"]), "the best BNN baseline"
-            gap = 100 * (row["accuracy_mean"] - ref["accuracy_mean"])
-            out.append(f"{name} vs {what} ({ref['label']}): {gap:+.2f} p.p. "
+                ref, what = max(base.values(), key=lambda r: r[mean]), "the best BNN baseline"
+            gap = 100 * (row[mean] - ref[mean])
+            out.append(f"{name} vs {what} ({ref['label']}): {gap:+.2f} {unit} "
                        f"(goal ≥ {margin:+.2f}): " + ("met" if gap >= margin - 1e-9 else "NOT met"))
         if full is not None:
-            gap = 100 * (full["accuracy_mean"] - row["accuracy_mean"])
-            out.append(f"{name} below full precision: {gap:.2f} p.p.")
+            gap = 100 * (full[mean] - row[mean])
+            out.append(f"{name} below full precision: {gap:.2f} {unit}")
     return out
 
 
@@ -285,7 +326,7 @@ def write_report(rows, output_dir: str, command: str, config: dict, more_command
     table = markdown_table(rows)
     lines = verdict(rows, margin)
     plot_comparison(rows, os.path.join(output_dir, "comparison.png"),
-                    f"{config['dataset']} / {config['model']}: test accuracy over seeds")
+                    f"{config['dataset']} / {config['model']}: test score over seeds")
     text = "\n".join(
         [
             f"# {config['dataset']} / {config['model']}: binarization methods compared",

@@ -38,17 +38,19 @@ def headroom(float_result: dict, bnn_result: dict, min_gap: float) -> dict:
         ValueError: a run has no validation accuracy, or the two runs differ in data set,
             model, epochs or seed (their accuracies would not compare).
     """
-    keys = ("dataset", "model", "epochs", "seed", "validation_size", "data_dir")
+    keys = ("dataset", "model", "epochs", "seed", "validation_size", "data_dir", "data_kwargs")
     a, b = float_result["config"], bnn_result["config"]
     differ = [k for k in keys if a.get(k) != b.get(k)]
     if differ:
         raise ValueError(f"the runs differ in {differ}: {[a.get(k) for k in differ]} vs "
                          f"{[b.get(k) for k in differ]}; a gap between them means nothing.")
-    vals = float_result.get("val_accuracy"), bnn_result.get("val_accuracy")
+    # Segmentation is judged by mean IoU (in points), classification by accuracy (p.p.).
+    metric = "val_miou" if float_result.get("task") == "segmentation" else "val_accuracy"
+    vals = float_result.get(metric), bnn_result.get(metric)
     if None in vals:
-        raise ValueError("a run has no validation accuracy (trained with validation_size=0?).")
+        raise ValueError(f"a run has no {metric} (trained without a validation split?).")
     gap = 100 * (vals[0] - vals[1])
-    return {"float_val": 100 * vals[0], "bnn_val": 100 * vals[1], "bnn_method": b["method"],
+    return {"metric": metric, "float_val": 100 * vals[0], "bnn_val": 100 * vals[1], "bnn_method": b["method"],
             "gap_pp": gap, "min_gap_pp": min_gap, "enough": gap >= min_gap,
             "task": {k: a.get(k) for k in keys}}
 
@@ -80,10 +82,12 @@ def main(argv):
     text = "\n".join([
         f"# Headroom on {task['dataset']} / {task['model']} ({task['epochs']} epochs, seed "
         f"{task['seed']}, validation split of {task['validation_size']})", "",
-        "| run | validation accuracy (%) |", "|---|---|",
+        f"| run | {'validation mIoU' if report['metric'] == 'val_miou' else 'validation accuracy'} (%) |",
+        "|---|---|",
         f"| full precision | {report['float_val']:.2f} |",
         f"| {report['bnn_method']} | {report['bnn_val']:.2f} |", "",
-        f"Gap: **{report['gap_pp']:.2f} p.p.** (required ≥ {FLAGS.min_gap:g}): "
+        f"Gap: **{report['gap_pp']:.2f} {'mIoU points' if report['metric'] == 'val_miou' else 'p.p.'}** "
+        f"(required ≥ {FLAGS.min_gap:g}): "
         + ("enough headroom, the campaign goes on." if report["enough"] else
            "too little: the task is saturated; change width or epochs."),
         "", f"Runs (relative to this file): `{_relative(FLAGS.float_run)}`, "

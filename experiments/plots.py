@@ -29,19 +29,23 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
     labels = [r["label"] for r in rows]
-    means = np.array([r["accuracy_mean"] for r in rows]) * 100
-    stds = np.array([r["accuracy_std"] for r in rows]) * 100
+    # Segmentation rows are judged by mean IoU, classification rows by accuracy.
+    seg = bool(rows) and rows[0].get("task") == "segmentation"
+    key, name = ("miou", "test mIoU (%)") if seg else ("accuracy", "test accuracy (%)")
+    means = np.array([r[f"{key}_mean"] for r in rows], dtype=float) * 100
+    stds = np.array([r[f"{key}_std"] or 0.0 for r in rows], dtype=float) * 100
     ax = axes[0]
     x = np.arange(len(rows))
     ax.bar(x, means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(rows))])
     for i, r in enumerate(rows):
-        accs = np.asarray(r.get("accuracies", []), dtype=float) * 100
+        accs = np.asarray([a for a in r.get("mious" if seg else "accuracies", []) if a is not None],
+                          dtype=float) * 100
         ax.plot(np.full(len(accs), i), accs, "k.", ms=4)
     lo = max(0.0, float(np.min(means - stds)) - 3)
     ax.set_ylim(lo, min(100.0, float(np.max(means + stds)) + 1.5))
     ax.set_xticks(x, labels, rotation=20, fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "test accuracy, mean ± std over seeds")
+    ax.set_ylabel(name)
+    ax.set_title(title or f"{name}, mean ± std over seeds")
     ax = axes[1]
     for i, r in enumerate(rows):
         ops = r.get("ops")
@@ -55,9 +59,9 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
     lo, hi = ax.get_xlim()
     ax.set_xticks([t for t in (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000) if lo <= t <= hi])
     ax.set_xlabel("OPs per image, millions (float MACs + binary MACs / 64)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(name)
     ax.legend(fontsize=8)
-    ax.set_title("accuracy vs operations")
+    ax.set_title(f"{name[5:-4]} vs operations")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -55,10 +55,12 @@ def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict
     for key, runs in groups.items():
         if runs[0]["config"]["method"] != method:
             continue
-        vals = [r.get("val_accuracy") for r in runs]
+        # Segmentation variants are chosen by validation mIoU, classification by accuracy.
+        seg = runs[0].get("task") == "segmentation"
+        vals = [r.get("val_miou" if seg else "val_accuracy") for r in runs]
         if any(v is None for v in vals):
             raise ValueError(f"{key}: a run has no validation accuracy; it cannot take part in a choice.")
-        tests = [r["test_accuracy"] for r in runs]
+        tests = [r.get("test_miou") if seg else r["test_accuracy"] for r in runs]
         tasks |= {(r["config"].get("dataset"), r["config"].get("model")) for r in runs}
         rows.append({
             "variant": key, "seeds": [r["config"]["seed"] for r in runs],

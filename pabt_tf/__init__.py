@@ -22,6 +22,7 @@ from pabt_tf.callbacks import PaBTPruningCallback  # noqa: E402
 from pabt_tf import export  # noqa: E402
 from pabt_tf.export import convert, strip_pabt, verify  # noqa: E402
 from pabt_tf import data, methods, models  # noqa: E402
+from pabt_tf import losses  # noqa: E402
 
 
 def _version() -> str:
@@ -45,6 +46,7 @@ __all__ = [
     "callbacks",
     "convert",
     "data",
+    "losses",
     "export",
     "from_model",
     "larq_profile",

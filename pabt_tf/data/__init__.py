@@ -58,6 +58,19 @@ from pabt_tf.data.image_folder import (
     read_class_folders,
 )
 from pabt_tf.data.pipeline import Datasets, split_train_validation
+from pabt_tf.data.segmentation import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    CAMVID_IGNORE_LABEL,
+    SegmentationArrays,
+    camvid_datasets,
+    load_camvid,
+    load_mask_folder,
+    mask_folder_datasets,
+    median_frequency_weights,
+    read_mask,
+    segmentation_datasets,
+)
 from pabt_tf.data.tfds_sets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -103,15 +116,28 @@ __all__ = [
     "load_datasets",
     "CITYSCAPES_TRAIN_IDS",
     "CITYSCAPES_IGNORE_LABEL",
+    "CAMVID_CLASSES",
+    "CAMVID_COLORS",
+    "CAMVID_IGNORE_LABEL",
+    "SegmentationArrays",
+    "camvid_datasets",
+    "load_camvid",
+    "load_mask_folder",
+    "mask_folder_datasets",
+    "median_frequency_weights",
+    "read_mask",
+    "segmentation_datasets",
 ]
 
-DATASETS = ("fashion_mnist", "cifar10", "image_folder", "imagenet2012", "cityscapes")
+DATASETS = ("fashion_mnist", "cifar10", "image_folder", "imagenet2012", "cityscapes", "camvid",
+            "mask_folder")
 
 
 def load_datasets(name: str, data_dir: str | None = None, **kwargs: Any) -> Datasets:
     """Dispatch to `<name>_datasets`: `"fashion_mnist"` (IDX files; `data_dir` optional),
     `"cifar10"` (class folders, pickles or tfds), `"image_folder"` (a user's class
-    folders), `"imagenet2012"`, `"cityscapes"` (tfds); all but the first need `data_dir`.
+    folders), `"imagenet2012"`, `"cityscapes"` (tfds), `"camvid"` (SegNet layout),
+    `"mask_folder"` (a user's image / mask pairs); all but the first need `data_dir`.
 
     # Arguments
         name: one of `DATASETS`.
@@ -131,6 +157,8 @@ def load_datasets(name: str, data_dir: str | None = None, **kwargs: Any) -> Data
         "image_folder": image_folder_datasets,
         "imagenet2012": imagenet_datasets,
         "cityscapes": cityscapes_datasets,
+        "camvid": camvid_datasets,
+        "mask_folder": mask_folder_datasets,
     }
     if name not in loaders:
         raise ValueError(f"`name` must be one of {DATASETS}, got {name!r}.")

@@ -5,6 +5,8 @@ together)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -105,8 +107,9 @@ def cityscapes_datasets(
         image, label = decode(example, image_size)
         return normalize_image(image, IMAGENET_MEAN, IMAGENET_STD), label
 
-    return tfds_datasets(
+    datasets = tfds_datasets(
         "cityscapes", builder, batch_size, validation_size, seed, train_limit,
         validation_limit, test_limit, "validation", train_fn, eval_fn,
         (*crop_size, 3), 500, num_classes=_NUM_CLASSES,
     )  # fmt: skip
+    return dataclasses.replace(datasets, task="segmentation", ignore_label=CITYSCAPES_IGNORE_LABEL)

@@ -46,6 +46,15 @@ class Datasets:
     classes: tuple[str, ...] = ()
     mean: tuple[float, ...] | None = None  # the normalisation used, on a 0-1 scale
     std: tuple[float, ...] | None = None
+    # What the task is decides the loss and metrics (never the data set's name).
+    task: str = "classification"  # or "segmentation": labels (h, w), logits (h, w, classes)
+    ignore_label: int | None = None  # a label out of the loss and every metric
+    class_weights: tuple[float, ...] | None = None  # per class, for the loss (None = equal)
+    # Segmentation: the test images at the model's resolution with their labels at the
+    # original one (`full_size`), for the benchmark's evaluation with upsampled logits.
+    test_full: tf.data.Dataset | None = None
+    full_size: tuple[int, int] | None = None
+    colors: tuple[tuple[int, int, int], ...] | None = None  # per class, for pictures
 
     @property
     def steps_per_epoch(self) -> int:

@@ -69,8 +69,9 @@ class VerificationResult:
     # Attributes
         samples: number of inputs compared.
         max_abs_diff, mean_abs_diff: over all outputs.
-        top1_agreement: fraction of samples whose argmax (last axis of the first output)
-            agrees.
+        top1_agreement: fraction of argmaxes over the last axis of the first output that
+            agree: per sample for `(n, classes)` outputs, per pixel for segmentation's
+            `(n, h, w, classes)`.
         atol, min_top1: the thresholds `ok` uses.
         interpreter: the interpreter options used.
         differing: samples with an output further than `atol` from Keras'.
@@ -308,8 +309,9 @@ def verify(
     diffs = [np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).reshape(len(inputs), -1)
              for a, b in zip(lce_list, keras_list)]
     diff = np.concatenate(diffs, axis=1)
-    first_lce = np.asarray(lce_list[0]).reshape(len(inputs), -1)
-    first_keras = np.asarray(keras_list[0]).reshape(len(inputs), -1)
+    # The class axis is the last: one argmax per sample (classification) or per pixel
+    # (segmentation's (n, h, w, classes) logits).
+    first_lce, first_keras = np.asarray(lce_list[0]), np.asarray(keras_list[0])
     agreement = float(np.mean(first_lce.argmax(-1) == first_keras.argmax(-1)))
     differing = diff.max(axis=1) > atol
     margins = np.zeros(0)

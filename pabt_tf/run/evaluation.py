@@ -9,60 +9,72 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pabt_tf.data import CITYSCAPES_IGNORE_LABEL as IGNORE
+from pabt_tf import metrics
+from pabt_tf.data import Datasets
+from pabt_tf.losses import SegmentationCrossentropy
 
 __all__ = [
     "accuracy",
     "loss_for",
     "metrics_for",
-    "PixelAccuracy",
+    "segmentation_results",
     "flatbuffer_accuracy",
     "convert_run",
 ]
 
 
-def accuracy(model: tf.keras.Model, dataset: tf.data.Dataset) -> float:
+def accuracy(model: tf.keras.Model, dataset: tf.data.Dataset, ignore_label: int | None = None) -> float:
     """Top-1 accuracy of `model` (inference mode) on a batched `(x, y)` dataset, computed
-    without touching the model's compiled metrics (safe inside `fit`)."""
+    without touching the model's compiled metrics (safe inside `fit`); for segmentation,
+    over the pixels whose label is not `ignore_label`."""
     correct = total = 0
     for x, y in dataset:
         pred = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32)
         y = tf.cast(y, tf.int32)
-        valid = tf.not_equal(y, IGNORE)  # segmentation's ignore label
+        valid = tf.ones_like(y, tf.bool) if ignore_label is None else tf.not_equal(y, ignore_label)
         correct += int(tf.reduce_sum(tf.cast(tf.equal(pred, y) & valid, tf.int32)))
         total += int(tf.reduce_sum(tf.cast(valid, tf.int32)))
     return correct / max(total, 1)
 
 
-def loss_for(config: dict):
-    """The run's loss: sparse cross-entropy on logits (Cityscapes: without its ignore label)."""
-    if config["dataset"] == "cityscapes":
-        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
+def loss_for(ds: Datasets):
+    """The run's loss, from what the data set says it is: sparse cross-entropy on logits
+    (segmentation: per pixel, without its ignore label, weighted by its class weights)."""
+    if ds.task == "segmentation":
+        return SegmentationCrossentropy(ds.class_weights, ds.ignore_label)
     return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def metrics_for(config: dict, num_classes: int) -> list:
-    """The run's metrics: accuracy (Cityscapes: pixel accuracy and mean IoU)."""
-    if config["dataset"] == "cityscapes":
-        # Pixel accuracy and mean IoU over the labelled pixels (IGNORE = unlabelled).
+def metrics_for(ds: Datasets) -> list:
+    """The run's metrics: accuracy (segmentation: pixel accuracy as "accuracy", and mean
+    IoU from a confusion matrix accumulated over the whole split)."""
+    if ds.task == "segmentation":
         return [
-            PixelAccuracy(name="accuracy"),
-            tf.keras.metrics.MeanIoU(num_classes, name="mean_iou", sparse_y_pred=False, ignore_class=IGNORE),
+            metrics.PixelAccuracy(ds.num_classes, ds.ignore_label, name="accuracy"),
+            metrics.MeanIoU(ds.num_classes, ds.ignore_label, name="mean_iou"),
         ]
     return ["accuracy"]
 
 
-class PixelAccuracy(tf.keras.metrics.Mean):
-    """Top-1 accuracy over the pixels whose label is not Cityscapes' ignore label."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = tf.cast(y_true, tf.int32)
-        if y_true.shape.rank == y_pred.shape.rank:
-            y_true = tf.squeeze(y_true, -1)
-        pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
-        valid = tf.cast(tf.not_equal(y_true, IGNORE), tf.float32)
-        correct = tf.cast(tf.equal(pred, y_true), tf.float32)
-        return super().update_state(correct, sample_weight=valid)
+def segmentation_results(model: tf.keras.Model, ds: Datasets) -> dict[str, Any]:
+    """The benchmark's numbers of a segmentation run: on the test split at the model's
+    resolution, and (when the data set has it) with logits upsampled bilinearly to the
+    original resolution of the test labels (`test_full`), the table's figure."""
+    out: dict[str, Any] = {}
+    at_model = metrics.evaluate_segmentation(model, ds.test, ds.num_classes, ds.ignore_label,
+                                             class_names=list(ds.classes) or None)
+    out["test_segmentation"] = at_model
+    out["test_miou_at_input"] = at_model["miou"]
+    if ds.test_full is not None:
+        full = metrics.evaluate_segmentation(model, ds.test_full, ds.num_classes, ds.ignore_label,
+                                             output_size=ds.full_size, class_names=list(ds.classes) or None)
+        out["test_segmentation_full"] = full
+        out["test_miou"] = full["miou"]
+        out["miou_resolution"] = list(ds.full_size)
+    else:
+        out["test_miou"] = at_model["miou"]
+        out["miou_resolution"] = list(ds.input_shape[:2])
+    return out
 
 
 def _verification_data(ds: tf.data.Dataset, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,23 +82,32 @@ def _verification_data(ds: tf.data.Dataset, n: int) -> tuple[np.ndarray, np.ndar
     return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs])
 
 
-def flatbuffer_accuracy(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of the flatbuffer run by LCE's interpreter."""
+def flatbuffer_accuracy(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray,
+                        ignore_label: int | None = None) -> float:
+    """Top-1 accuracy of the flatbuffer run by LCE's interpreter (segmentation: per pixel,
+    over the pixels whose label is not `ignore_label`)."""
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
     from pabt_tf.export import default_indirect_bgemm
 
     interpreter = Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=default_indirect_bgemm())
     out = np.asarray(interpreter.predict(images))
-    return float(np.mean(out.reshape(len(images), -1).argmax(-1) == labels.reshape(len(images))))
+    pred = out.argmax(-1).reshape(-1)  # the class axis is the last one
+    labels = np.asarray(labels).reshape(-1)
+    valid = np.ones_like(labels, bool) if ignore_label is None else labels != ignore_label
+    return float(np.mean(pred[valid] == labels[valid])) if valid.any() else float("nan")
 
 
-def _convert(model, method: str, inputs: np.ndarray) -> dict[str, Any]:
+# Per-pixel argmax agreement a segmentation flatbuffer must reach (a classifier: 99 %).
+SEGMENTATION_MIN_AGREEMENT = 0.995
+
+
+def _convert(model, method: str, inputs: np.ndarray, min_top1: float = 0.99) -> dict[str, Any]:
     """Flatbuffer + operator counts + LCE-vs-Keras verification."""
     from pabt_tf import export
 
     if method in ("pabt", "abc"):
-        report = export.convert_with_report(model, inputs, strict=False)
+        report = export.convert_with_report(model, inputs, strict=False, min_top1=min_top1)
         flatbuffer, verification = report.flatbuffer, report.verification
         info = {
             "op_counts": report.op_counts,
@@ -98,7 +119,7 @@ def _convert(model, method: str, inputs: np.ndarray) -> dict[str, Any]:
         import larq_compute_engine as lce
 
         flatbuffer = lce.convert_keras_model(model)
-        verification = export.verify(model, flatbuffer, inputs)
+        verification = export.verify(model, flatbuffer, inputs, min_top1=min_top1)
         counts = export.operator_counts(flatbuffer)
         info = {"op_counts": counts, "found_bconvs": int(counts.get("LceBconv2d", 0))}
     info["flatbuffer"] = flatbuffer
@@ -106,7 +127,8 @@ def _convert(model, method: str, inputs: np.ndarray) -> dict[str, Any]:
     return info
 
 
-def convert_run(model, config: dict[str, Any], test: tf.data.Dataset, out: str) -> dict[str, Any]:
+def convert_run(model, config: dict[str, Any], test: tf.data.Dataset, out: str,
+                ignore_label: int | None = None) -> dict[str, Any]:
     """Convert and verify a trained run's model; write `out/model.tflite`.
 
     # Returns
@@ -116,11 +138,11 @@ def convert_run(model, config: dict[str, Any], test: tf.data.Dataset, out: str) 
     """
     try:
         inputs, labels = _verification_data(test, config["verify_samples"])
-        info = _convert(model, config["method"], inputs)
-        if config["dataset"] != "cityscapes":  # classification only
-            info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels)
-            info["keras_accuracy_on_verify_samples"] = accuracy(
-                model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(64))
+        dense = np.ndim(labels) > 1  # a label per pixel: segmentation
+        info = _convert(model, config["method"], inputs, SEGMENTATION_MIN_AGREEMENT if dense else 0.99)
+        info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels, ignore_label)
+        info["keras_accuracy_on_verify_samples"] = accuracy(
+            model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(8), ignore_label)
         info["verify_samples"] = len(inputs)
         path = os.path.join(out, "model.tflite")
         with open(path, "wb") as f:

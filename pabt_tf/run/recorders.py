@@ -74,15 +74,17 @@ class EvaluateBeforePruning(tf.keras.callbacks.Callback):
     """Test accuracy of the unpruned multi-base network, measured at the beginning of the
     first pruning event's batch (before the pruning callback acts: list it first)."""
 
-    def __init__(self, step: int, dataset: tf.data.Dataset, steps_per_epoch: int):
+    def __init__(self, step: int, dataset: tf.data.Dataset, steps_per_epoch: int,
+                 ignore_label: int | None = None):
         super().__init__()
         self.step, self.dataset, self.steps_per_epoch = step, dataset, steps_per_epoch
+        self.ignore_label = ignore_label
         self.accuracy: float | None = None
         self._seen = 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._seen == self.step and self.accuracy is None:
-            self.accuracy = accuracy(self.model, self.dataset)
+            self.accuracy = accuracy(self.model, self.dataset, self.ignore_label)
         self._seen += 1
 
     def state(self) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from pabt_tf import models as zoo
 from pabt_tf.costs import model_costs
 from pabt_tf.data import load_datasets
 from pabt_tf.layers import pabt_layers
-from pabt_tf.run.evaluation import convert_run, loss_for, metrics_for
+from pabt_tf.run.evaluation import convert_run, loss_for, metrics_for, segmentation_results
 from pabt_tf.run.plots import plot_run
 from pabt_tf.run.recorders import EpochRecorder, EvaluateBeforePruning, EventLog
 from pabt_tf.run.records import code_version, write_json
@@ -162,7 +162,7 @@ def _reconvert(run_dir: str, results_path: str, model_path: str) -> dict[str, An
     tf.keras.backend.clear_session()
     model = tf.keras.models.load_model(model_path, compile=False)  # our own file
     ds = _datasets(config)
-    info = convert_run(model, config, ds.test, run_dir)
+    info = convert_run(model, config, ds.test, run_dir, ds.ignore_label)
     if "convert_error" in results:
         results["earlier_convert_error"] = results.pop("convert_error")
     results.update(info)
@@ -246,7 +246,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     optimizer = zoo.get_optimizer(
         method, lr, config["latent_weights"], config["bop_threshold"], _bop_gamma(config, total_steps)
     )
-    model.compile(optimizer, loss_for(config), metrics=metrics_for(config, ds.num_classes))
+    model.compile(optimizer, loss_for(ds), metrics=metrics_for(ds))
 
     tb_dir = os.path.join(out, "tensorboard")
     callbacks: list[tf.keras.callbacks.Callback] = []
@@ -257,7 +257,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         config["decay_steps"] = min(config["decay_steps"], total_steps // 10)
         schedule = _schedule(config, total_steps)
         if config["evaluate_mbn"]:
-            mbn = EvaluateBeforePruning(schedule.begin_step, ds.test, steps)
+            mbn = EvaluateBeforePruning(schedule.begin_step, ds.test, steps, ds.ignore_label)
             callbacks.append(mbn)
         if distill:
             from pabt_tf.run.distill import TeacherSnapshot
@@ -337,7 +337,9 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         "config": config,
         "test_accuracy": float(test.get("accuracy", np.nan)),
         "test_loss": float(test["loss"]),
+        "task": ds.task,
         "test_mean_iou": float(test["mean_iou"]) if "mean_iou" in test else None,
+        "val_miou": hist.get("val_mean_iou", [None])[-1],
         "val_accuracy": hist.get("val_accuracy", [None])[-1],
         "train_accuracy": hist.get("accuracy", [None])[-1],
         "mean_binary_convs": pabt_tf.mean_binary_convs(model) if layers else None,
@@ -357,6 +359,8 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         "plot": plot_path,
         **model_costs(model),
     }
+    if ds.task == "segmentation":
+        results.update(segmentation_results(model, ds))
     if config["save_model"]:
         path = os.path.join(out, "model.keras")
         try:
@@ -365,7 +369,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         except Exception as err:  # report, do not lose the run
             results["keras_save_error"] = f"{type(err).__name__}: {err}"
     if config["convert"]:
-        results.update(convert_run(model, config, ds.test, out))
+        results.update(convert_run(model, config, ds.test, out, ds.ignore_label))
     write_json(os.path.join(out, "results.json"), results)
     finish(out)
     return results
