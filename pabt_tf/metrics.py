@@ -1,22 +1,18 @@
 """Semantic segmentation metrics: mean IoU, pixel accuracy and mean class accuracy.
 
-Every score comes from one confusion matrix accumulated over the whole split (rows =
-ground truth, columns = prediction), never from per-batch scores averaged: a class absent
-from one batch but present in others would otherwise weigh that batch's classes more.
-The same matrix backs the Keras metrics (`MeanIoU`, `PixelAccuracy`, `MeanClassAccuracy`,
-usable in `model.compile` and `fit`) and the standalone `evaluate_segmentation`, so both
-report the same numbers.
-
-The rules, for a split with confusion matrix `M` over `C` classes:
+Every score comes from one confusion matrix `M` accumulated over the whole split (rows =
+ground truth, columns = prediction), never from per-batch scores averaged (a class absent
+from one batch would weigh that batch's other classes more). The same matrix backs the
+Keras metrics (`MeanIoU`, `PixelAccuracy`, `MeanClassAccuracy`, for `compile` / `fit`)
+and the standalone `evaluate_segmentation`, so both report the same numbers:
 
 - `IoU_c = M[c, c] / (Σ_j M[c, j] + Σ_i M[i, c] − M[c, c])`. A class with union 0 (in
   neither the ground truth nor the prediction of the whole split) is *absent*: its IoU is
-  NaN (`None` in `segmentation_scores`, `null` in JSON) and it is left out of the mean.
-- `miou` = the mean IoU over the present classes.
-- `pixel_accuracy` = `trace(M) / Σ M` (global, over the non-ignored pixels).
-- `mean_class_accuracy` = the mean of `M[c, c] / Σ_j M[c, j]` over the classes present in
-  the ground truth.
-- Pixels whose label is `ignore_label` are dropped; any other label outside `[0, C)` is an
+  NaN (`None` in `segmentation_scores`, `null` in JSON) and `miou` is the mean IoU over
+  the other, present classes.
+- `pixel_accuracy = trace(M) / Σ M`; `mean_class_accuracy` is the mean of
+  `M[c, c] / Σ_j M[c, j]` over the classes present in the ground truth.
+- Pixels labelled `ignore_label` are dropped; any other label outside `[0, C)` is an
   error, never counted or dropped silently.
 """
 
@@ -48,11 +44,9 @@ def _check_ignore_label(ignore_label: Any, num_classes: int) -> int | None:
     if isinstance(ignore_label, bool) or not isinstance(ignore_label, (int, np.integer)):
         raise ValueError(f"`ignore_label` must be None or an integer, got {ignore_label!r}.")
     if 0 <= ignore_label < num_classes:
-        raise ValueError(
-            f"`ignore_label` must lie outside the class ids [0, {num_classes}) (e.g. "
-            f"{num_classes} or 255), got {ignore_label}: a class cannot be both scored and "
-            "ignored."
-        )
+        raise ValueError(f"`ignore_label` must lie outside the class ids [0, {num_classes}) (e.g. "
+                         f"{num_classes} or 255), got {ignore_label}: a class cannot be both "
+                         "scored and ignored.")
     return int(ignore_label)
 
 
@@ -60,80 +54,66 @@ def _check_class_names(class_names: Any, num_classes: int) -> list[str]:
     if class_names is None:
         return [str(c) for c in range(num_classes)]
     if isinstance(class_names, str) or len(class_names) != num_classes:
-        raise ValueError(
-            f"`class_names` must be a sequence of {num_classes} names (one per class), got "
-            f"{class_names!r}."
-        )
+        raise ValueError(f"`class_names` must be a sequence of {num_classes} names (one per "
+                         f"class), got {class_names!r}.")
     return [str(name) for name in class_names]
 
 
-def _flat_pairs(y_true, y_pred, num_classes, ignore_label, sample_weight=None):
-    """Flat int64 (labels, predictions) of the pixels that count, with range asserts."""
+def _batch_counts(y_true, y_pred, num_classes, ignore_label, sample_weight=None):
+    """A batch's int64 `(C, C)` confusion matrix and its number of *bad* pixels (a label
+    outside `[0, C)` and not ignored, a non-integer label, a predicted id outside `[0, C)`,
+    a negative weight): asserted to be 0, and returned because XLA drops asserts.
+    Only ops XLA compiles (no boolean masks), so the metrics work with `jit_compile`."""
     y_true = tf.convert_to_tensor(y_true)
     y_pred = tf.convert_to_tensor(y_pred)
-    if y_pred.shape.rank is None:
+    pred_shape = y_pred.shape
+    if pred_shape.rank is None:
         raise ValueError("`y_pred` must have a known rank.")
     if y_pred.dtype.is_floating:  # logits or probabilities: the class axis is last
-        if y_pred.shape.rank < 1 or not y_pred.shape[-1:].is_compatible_with([num_classes]):
-            raise ValueError(
-                f"`y_pred` of dtype {y_pred.dtype.name} must be logits or probabilities with a "
-                f"trailing class axis of size num_classes={num_classes}, got shape "
-                f"{y_pred.shape} (class ids must be an integer tensor)."
-            )
-        pred_shape = y_pred.shape
+        if pred_shape.rank < 1 or not pred_shape[-1:].is_compatible_with([num_classes]):
+            raise ValueError(f"`y_pred` of dtype {y_pred.dtype.name} must be logits or "
+                             f"probabilities with a trailing class axis of size num_classes="
+                             f"{num_classes}, got shape {pred_shape} (class ids: an integer tensor).")
         y_pred = tf.argmax(y_pred, axis=-1, output_type=tf.int64)
     elif y_pred.dtype.is_integer:
-        pred_shape = y_pred.shape
         y_pred = tf.cast(y_pred, tf.int64)
     else:
         raise ValueError(f"`y_pred` must be numeric, got dtype {y_pred.dtype.name}.")
     spatial = y_pred.shape
     if not (y_true.shape.is_compatible_with(spatial)
             or y_true.shape.is_compatible_with(spatial.concatenate([1]))):
-        raise ValueError(
-            f"`y_true` must have shape {spatial} (or {spatial.concatenate([1])}) to match "
-            f"`y_pred` of shape {pred_shape}, got {y_true.shape}."
-        )
+        raise ValueError(f"`y_true` must have shape {spatial} (or {spatial.concatenate([1])}) "
+                         f"to match `y_pred` of shape {pred_shape}, got {y_true.shape}.")
     if not (y_true.dtype.is_integer or y_true.dtype.is_floating):
         raise ValueError(f"`y_true` must hold integer class ids, got dtype {y_true.dtype.name}.")
-    checks = []
-    if y_true.dtype.is_floating:  # Keras casts labels to the logits' dtype when both float
-        checks.append(tf.debugging.assert_equal(
-            y_true, tf.round(y_true), message="`y_true` holds non-integer labels"))
     labels = tf.reshape(tf.cast(y_true, tf.int64), [-1])
     preds = tf.reshape(y_pred, [-1])
-    checks.append(tf.debugging.assert_equal(
-        tf.size(labels, tf.int64), tf.size(preds, tf.int64),
-        message="`y_true` and `y_pred` hold different numbers of pixels"))
-    keep = tf.ones_like(labels, tf.bool)
-    if ignore_label is not None:
-        keep = tf.not_equal(labels, ignore_label)
-    if sample_weight is not None:
-        weight = tf.convert_to_tensor(sample_weight)
-        weight = tf.reshape(_broadcast_weight(weight, y_pred), [-1])
-        checks.append(tf.debugging.assert_non_negative(
-            weight, message="`sample_weight` must be >= 0 (0 drops a pixel)"))
-        keep = keep & tf.not_equal(weight, 0)
-    with tf.control_dependencies(checks):
-        labels = tf.boolean_mask(labels, keep)
-        preds = tf.boolean_mask(preds, keep)
-    bad_labels = (labels < 0) | (labels >= num_classes)
+    keep = tf.ones_like(labels, tf.bool) if ignore_label is None else labels != ignore_label
     ignored = "" if ignore_label is None else f" and not the ignore label {ignore_label}"
-    label_check = tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad_labels)),
-        [f"`y_true` holds labels outside [0, {num_classes}){ignored}; first such labels:",
-         tf.boolean_mask(labels, bad_labels)[:10]],
-        summarize=10,
-    )
-    bad_preds = (preds < 0) | (preds >= num_classes)
-    pred_check = tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad_preds)),
-        [f"`y_pred` holds class ids outside [0, {num_classes}); first such ids:",
-         tf.boolean_mask(preds, bad_preds)[:10]],
-        summarize=10,
-    )
-    with tf.control_dependencies([label_check, pred_check]):
-        return tf.identity(labels), tf.identity(preds)
+    problems = [(keep & ((labels < 0) | (labels >= num_classes)), labels,
+                 f"`y_true` holds labels outside [0, {num_classes}){ignored}; smallest, largest:")]
+    if y_true.dtype.is_floating:  # Keras casts labels to the logits' dtype when both float
+        fraction = tf.reshape(y_true != tf.round(y_true), [-1])
+        problems.append((fraction, labels, "`y_true` holds non-integer labels; truncated:"))
+    if sample_weight is not None:
+        weight = tf.reshape(_broadcast_weight(tf.convert_to_tensor(sample_weight), y_pred), [-1])
+        keep = keep & (weight != 0)
+        problems.append((weight < 0, labels, "`sample_weight` must be >= 0; at labels:"))
+    problems.append((keep & ((preds < 0) | (preds >= num_classes)), preds,
+                     f"`y_pred` holds class ids outside [0, {num_classes}); smallest, largest:"))
+    bad, asserts, big = tf.zeros_like(keep), [], tf.constant(np.iinfo(np.int64).max, tf.int64)
+    for mask, values, message in problems:
+        bad = bad | mask
+        asserts.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(mask)),
+            [message, tf.reduce_min(tf.where(mask, values, big)),
+             tf.reduce_max(tf.where(mask, values, -big))]))
+    counted = keep & ~bad
+    index = tf.where(counted, labels * num_classes + preds, tf.zeros_like(labels))
+    counts = tf.math.unsorted_segment_sum(tf.cast(counted, tf.int64), index, num_classes**2)
+    with tf.control_dependencies(asserts):
+        return (tf.reshape(counts, (num_classes, num_classes)),
+                tf.reduce_sum(tf.cast(bad, tf.int64)))
 
 
 def _broadcast_weight(weight: tf.Tensor, preds: tf.Tensor) -> tf.Tensor:
@@ -145,12 +125,6 @@ def _broadcast_weight(weight: tf.Tensor, preds: tf.Tensor) -> tf.Tensor:
         while weight.shape.rank < rank:
             weight = tf.expand_dims(weight, -1)
     return tf.broadcast_to(weight, tf.shape(preds))
-
-
-def _confusion(labels: tf.Tensor, preds: tf.Tensor, num_classes: int) -> tf.Tensor:
-    counts = tf.math.bincount(labels * num_classes + preds, minlength=num_classes**2,
-                              maxlength=num_classes**2, dtype=tf.int64)
-    return tf.reshape(counts, (num_classes, num_classes))
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int, ignore_label: int | None = None) -> tf.Tensor:
@@ -172,27 +146,23 @@ def confusion_matrix(y_true, y_pred, num_classes: int, ignore_label: int | None 
         ValueError: naming the argument, for a bad `num_classes` / `ignore_label` or shapes
             that do not match (before anything is computed).
         tf.errors.InvalidArgumentError: if a label that is not `ignore_label` lies outside
-            `[0, C)`, or a predicted class id does (the message says which).
+            `[0, C)`, or a predicted class id does (the message says which). Inside an
+            XLA-compiled function asserts are dropped: use the Keras metrics there, which
+            count such pixels and then score NaN.
     """
     num_classes = check_int("num_classes", num_classes)
     ignore_label = _check_ignore_label(ignore_label, num_classes)
-    labels, preds = _flat_pairs(y_true, y_pred, num_classes, ignore_label)
-    return _confusion(labels, preds, num_classes)
+    return _batch_counts(y_true, y_pred, num_classes, ignore_label)[0]
 
 
 def _check_confusion(confusion: Any) -> np.ndarray:
     matrix = np.asarray(confusion)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 1:
         raise ValueError(f"`confusion` must be a square (C, C) matrix, got shape {matrix.shape}.")
-    if not np.issubdtype(matrix.dtype, np.number) or not np.all(np.isfinite(matrix)):
-        raise ValueError("`confusion` must hold finite pixel counts.")
-    if np.any(matrix < 0) or np.any(matrix != np.round(matrix)):
+    if (not np.issubdtype(matrix.dtype, np.number) or not np.all(np.isfinite(matrix))
+            or np.any(matrix < 0) or np.any(matrix != np.round(matrix))):
         raise ValueError("`confusion` must hold non-negative integer pixel counts.")
     return matrix.astype(np.int64)
-
-
-def _nan_to_none(values: np.ndarray) -> list[float | None]:
-    return [None if math.isnan(v) else float(v) for v in values]
 
 
 def segmentation_scores(confusion: Any, class_names: Sequence[str] | None = None) -> dict:
@@ -233,12 +203,15 @@ def segmentation_scores(confusion: Any, class_names: Sequence[str] | None = None
     def mean(values: np.ndarray, mask: np.ndarray) -> float | None:
         return float(values[mask].mean()) if mask.any() else None
 
+    def plain(values: np.ndarray) -> list[float | None]:
+        return [None if math.isnan(v) else float(v) for v in values]
+
     return {
         "miou": mean(iou, present),
-        "per_class_iou": _nan_to_none(iou),
+        "per_class_iou": plain(iou),
         "pixel_accuracy": float(tp.sum() / pixels) if pixels else None,
         "mean_class_accuracy": mean(accuracy, truth > 0),
-        "per_class_accuracy": _nan_to_none(accuracy),
+        "per_class_accuracy": plain(accuracy),
         "class_names": names,
         "present": [bool(p) for p in present],
         "pixels": pixels,
@@ -253,8 +226,8 @@ def _scores_tf(confusion: tf.Tensor) -> dict[str, tf.Tensor]:
     union = truth + tf.reduce_sum(matrix, axis=0) - tp
 
     def mean_where(numerator, denominator):
-        mask = denominator > 0
-        ratios = tf.boolean_mask(numerator, mask) / tf.boolean_mask(denominator, mask)
+        mask = denominator > 0  # no boolean_mask: result() runs inside XLA's train step
+        ratios = tf.where(mask, numerator / tf.where(mask, denominator, 1.0), 0.0)
         # 0/0 = NaN when no class qualifies (unlike divide_no_nan's 0).
         return tf.reduce_sum(ratios) / tf.reduce_sum(tf.cast(mask, tf.float64))
 
@@ -268,16 +241,20 @@ def _scores_tf(confusion: tf.Tensor) -> dict[str, tf.Tensor]:
 class ConfusionMatrixMetric(tf.keras.metrics.Metric):
     """Base of the segmentation metrics: a confusion matrix accumulated over the split.
 
-    The state is one non-trainable int64 `(C, C)` weight, `confusion`, summed over the
-    batches of an epoch (and over replicas under `tf.distribute`); `result()` is computed
-    from it, so it is the whole split's score, not a mean of per-batch scores.
+    The state is non-trainable int64 weights: `confusion` `(C, C)`, summed over the
+    batches of an epoch (and over replicas under `tf.distribute`), and `bad_pixels`.
+    `result()` is computed from the matrix, so it is the whole split's score, not a mean
+    of per-batch scores.
 
     Compared with `tf.keras.metrics.MeanIoU`: counts are int64 (Keras accumulates float32,
-    exact only up to 2²⁴ ≈ 16.8 M pixels per cell); a split with no pixels scores NaN, not
-    0; a label outside `[0, C)` that is not `ignore_label` fails with a message naming it;
-    pixel accuracy and mean class accuracy come from the same matrix; `sample_weight` is a
-    per-pixel mask (0 drops a pixel, any positive weight counts it once), so class
-    weights used by the loss do not change the scores people report.
+    exact only up to 2²⁴ ≈ 16.8 M pixels per cell); an absent class is left out of the
+    mean as there, but its IoU is NaN (not 0) in `scores()`, and a split with no pixels
+    scores NaN (not 0); a label outside `[0, C)` that is not `ignore_label` fails with a
+    message naming it; pixel accuracy and mean class accuracy come from the same matrix;
+    `sample_weight` is a pixel mask (0 drops a pixel, any positive weight counts it once),
+    so class weights used by the loss do not change the scores people report. Under
+    `jit_compile` (XLA drops asserts) a bad pixel is counted in `bad_pixels` instead:
+    `result()` is then NaN and `scores()` raises.
 
     # Arguments
         num_classes: `C`, the number of scored classes.
@@ -300,22 +277,35 @@ class ConfusionMatrixMetric(tf.keras.metrics.Metric):
         self.ignore_label = ignore_label
         self.confusion = self.add_weight("confusion", shape=(num_classes, num_classes),
                                          initializer="zeros", dtype=tf.int64)
+        self.bad_pixels = self.add_weight("bad_pixels", shape=(), initializer="zeros",
+                                          dtype=tf.int64)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds a batch's pixels (`y_true` ids `(B, H, W[, 1])`, `y_pred` logits `(B, H, W, C)`
         or ids); `sample_weight`, if given, masks pixels (0 = not counted)."""
-        labels, preds = _flat_pairs(y_true, y_pred, self.num_classes, self.ignore_label,
+        counts, bad = _batch_counts(y_true, y_pred, self.num_classes, self.ignore_label,
                                     sample_weight)
-        return self.confusion.assign_add(_confusion(labels, preds, self.num_classes))
+        self.bad_pixels.assign_add(bad)
+        return self.confusion.assign_add(counts)
 
     def reset_state(self):
         self.confusion.assign(tf.zeros((self.num_classes, self.num_classes), tf.int64))
+        self.bad_pixels.assign(tf.zeros((), tf.int64))
 
     def result(self):
-        return tf.cast(_scores_tf(self.confusion)[self._score], self.dtype)
+        score = tf.cast(_scores_tf(self.confusion)[self._score], self.dtype)
+        return tf.where(self.bad_pixels > 0, tf.constant(np.nan, self.dtype), score)
 
     def scores(self, class_names: Sequence[str] | None = None) -> dict:
-        """`segmentation_scores` of the accumulated matrix (every score, per class too)."""
+        """`segmentation_scores` of the accumulated matrix (every score, per class too).
+
+        # Raises
+            ValueError: if bad pixels were counted (possible only under XLA).
+        """
+        bad = int(tf.convert_to_tensor(self.bad_pixels))
+        if bad:
+            raise ValueError(f"{self.name}: {bad} pixels had a label or class id outside "
+                             f"[0, {self.num_classes}) (not the ignore label); no scores.")
         return segmentation_scores(tf.convert_to_tensor(self.confusion).numpy(), class_names)
 
     def get_config(self) -> dict:
@@ -326,8 +316,6 @@ class ConfusionMatrixMetric(tf.keras.metrics.Metric):
 @tf.keras.utils.register_keras_serializable(package="pabt_tf")
 class MeanIoU(ConfusionMatrixMetric):
     """Mean IoU over the classes present in the split (see `ConfusionMatrixMetric`)."""
-
-    _score = "miou"
 
     def __init__(self, num_classes: int, ignore_label: int | None = None,
                  name: str = "mean_iou", dtype: Any = None, **kwargs):
@@ -360,23 +348,12 @@ class MeanClassAccuracy(ConfusionMatrixMetric):
 def _check_output_size(output_size: Any) -> tuple[int, int] | None:
     if output_size is None:
         return None
-    if isinstance(output_size, (str, bytes)) or len(output_size) != 2:
-        raise ValueError(f"`output_size` must be None or (height, width), got {output_size!r}.")
-    try:
-        return (check_int("output_size", output_size[0]), check_int("output_size", output_size[1]))
-    except ValueError:
-        raise ValueError(
-            f"`output_size` must be (height, width) of positive integers, got {output_size!r}."
-        ) from None
-
-
-def _batch(element: Any) -> tuple[Any, Any, Any]:
-    if isinstance(element, (tuple, list)) and len(element) in (2, 3):
-        return element[0], element[1], element[2] if len(element) == 3 else None
-    raise ValueError(
-        "`dataset` must yield batched (x, y) or (x, y, sample_weight) tuples, got "
-        f"{type(element).__name__}."
-    )
+    if (isinstance(output_size, (str, bytes)) or len(output_size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                   for v in output_size)):
+        raise ValueError(f"`output_size` must be None or (height, width) of positive integers, "
+                         f"got {output_size!r}.")
+    return int(output_size[0]), int(output_size[1])
 
 
 def evaluate_segmentation(model: Callable, dataset: Any, num_classes: int,
@@ -419,30 +396,25 @@ def evaluate_segmentation(model: Callable, dataset: Any, num_classes: int,
     total = np.zeros((num_classes, num_classes), np.int64)
     batches = 0
     for element in dataset:
-        x, y, weight = _batch(element)
+        if not isinstance(element, (tuple, list)) or len(element) not in (2, 3):
+            raise ValueError("`dataset` must yield batched (x, y) or (x, y, sample_weight) "
+                             f"tuples, got {type(element).__name__}.")
+        x, y, weight = (*element, None)[:3]
         logits = tf.convert_to_tensor(model(x, training=False) if keras_model else model(x))
         y = tf.convert_to_tensor(y)
         if logits.shape.rank != 4 or logits.shape[-1] != num_classes:
-            raise ValueError(
-                f"`model` must return logits (B, h, w, num_classes={num_classes}), got shape "
-                f"{logits.shape}."
-            )
-        label_size = tuple(y.shape[1:3])
+            raise ValueError(f"`model` must return logits (B, h, w, num_classes={num_classes}), "
+                             f"got shape {logits.shape}.")
+        label_size, logits_size = tuple(y.shape[1:3]), tuple(logits.shape[1:3])
         if output_size is not None:
             if label_size != output_size:
-                raise ValueError(
-                    f"With `output_size`={output_size} the labels must be at that size, got "
-                    f"labels of shape {y.shape}."
-                )
+                raise ValueError(f"With `output_size`={output_size} the labels must be at that "
+                                 f"size, got labels of shape {y.shape}.")
             logits = tf.image.resize(logits, output_size, method="bilinear")
-        elif tuple(logits.shape[1:3]) != label_size:
-            raise ValueError(
-                f"`model` returns logits of spatial size {tuple(logits.shape[1:3])} but the "
-                f"labels are {label_size}; pass `output_size`={label_size} to upsample the "
-                "logits to the labels."
-            )
-        labels, preds = _flat_pairs(y, logits, num_classes, ignore_label, weight)
-        total += _confusion(labels, preds, num_classes).numpy()
+        elif logits_size != label_size:
+            raise ValueError(f"`model` returns logits of spatial size {logits_size} but the labels "
+                             f"are {label_size}; pass `output_size`={label_size} to upsample them.")
+        total += _batch_counts(y, logits, num_classes, ignore_label, weight)[0].numpy()
         batches += 1
     if not batches:
         raise ValueError("`dataset` yielded no batches.")
@@ -455,26 +427,23 @@ def evaluate_segmentation(model: Callable, dataset: Any, num_classes: int,
 
 
 def per_class_table(scores: dict, digits: int = 2) -> str:
-    """A Markdown table of `segmentation_scores` / `evaluate_segmentation` output.
-
-    One row per class (name, IoU %, accuracy %; "–" for a class absent from the split),
-    then mIoU, pixel accuracy and mean class accuracy.
+    """A Markdown table of scores: one row per class (name, IoU %, accuracy %; "–" for a
+    class absent from the split), then mIoU, pixel accuracy and mean class accuracy.
 
     # Arguments
         scores: the dict returned by `segmentation_scores` or `evaluate_segmentation`.
         digits: decimals of the percentages.
 
     # Returns
-        The table as a string (lines joined by newlines).
+        The table, lines joined by newlines.
 
     # Raises
-        ValueError: if `scores` lacks a key the table needs or `digits` is not an integer
-            >= 0.
+        ValueError: if `scores` lacks a key the table needs, or `digits` is not an int >= 0.
     """
     digits = check_int("digits", digits, 0)
     keys = ("class_names", "per_class_iou", "per_class_accuracy", "miou", "pixel_accuracy",
             "mean_class_accuracy")
-    if not isinstance(scores, dict) or any(k not in scores for k in keys):
+    if not isinstance(scores, dict) or not all(k in scores for k in keys):
         raise ValueError(f"`scores` must be a dict from `segmentation_scores` with keys {keys}.")
 
     def pct(value: float | None) -> str:

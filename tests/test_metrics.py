@@ -242,6 +242,29 @@ def test_keras_metrics_in_fit_and_evaluate_equal_evaluate_segmentation():
     assert float(metric.result()) == pytest.approx(after["miou"], abs=1e-6)
 
 
+def test_keras_metrics_under_jit_compile_count_bad_labels():
+    x, y = tiny_segmentation_data(n=4)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    model = compiled_tiny_model(0.0)
+    model.compile(model.optimizer, model.loss, metrics=[pabt.metrics.MeanIoU(3, IGNORE)],
+                  jit_compile=True)
+    history = model.fit(ds, epochs=1, verbose=0).history
+    assert history["mean_iou"][0] == pytest.approx(
+        metrics.evaluate_segmentation(model, ds, 3, IGNORE)["miou"], abs=1e-6)
+    # XLA drops asserts: a label 7 (3 classes, ignore 255) must not vanish silently.
+    bad = y.copy()
+    bad[0, 0, :3] = 7
+    history = model.fit(x, bad, batch_size=2, epochs=1, verbose=0).history
+    assert math.isnan(history["mean_iou"][0])
+    metric = model.compiled_metrics._user_metrics[0]
+    assert int(metric.bad_pixels.numpy()) == 3
+    with pytest.raises(ValueError, match="3 pixels had a label or class id outside"):
+        metric.scores()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"outside \[0, 3\)"):
+        metrics.evaluate_segmentation(model, tf.data.Dataset.from_tensor_slices((x, bad)).batch(2),
+                                      3, IGNORE)
+
+
 def test_get_config_round_trip_and_saved_model(tmp_path):
     for cls, name in ((pabt.metrics.MeanIoU, "mean_iou"), (pabt.metrics.PixelAccuracy, "pixel_accuracy"),
                       (pabt.metrics.MeanClassAccuracy, "mean_class_accuracy")):
@@ -254,9 +277,10 @@ def test_get_config_round_trip_and_saved_model(tmp_path):
     custom = pabt.metrics.MeanIoU(4, name="val_miou")
     assert pabt.metrics.MeanIoU.from_config(custom.get_config()).name == "val_miou"
     assert pabt.metrics.MeanIoU.from_config(custom.get_config()).ignore_label is None
-    # State: one non-trainable int64 weight; reset_state zeroes it.
-    assert [w.dtype for w in custom.weights] == [tf.int64] and not custom.trainable_weights
+    # State: non-trainable int64 weights; reset_state zeroes them.
+    assert [w.dtype for w in custom.weights] == [tf.int64] * 2 and not custom.trainable_weights
     custom.update_state([0, 1, 2, 3], [0, 1, 2, 2])
+    assert custom.confusion.numpy().sum() == 4
     custom.reset_state()
     np.testing.assert_array_equal(custom.confusion.numpy(), np.zeros((4, 4)))
     # A compiled model saved with the metrics loads without custom_objects.
