@@ -249,4 +249,89 @@ cifar10_ste30() {  # 4f's missing baseline: the Larq STE BNN at 30 epochs, seeds
     $PY -m experiments.compare $LONG --methods bnn --seeds "$SEEDS" --output_dir $C10/long/ste
 }
 
+# 6. Issue 26: segmentation, CamVid (SegNet split, 11 classes; ../shared/data/camvid):
+# 367 train / 101 val / 233 test frames, "Unlabelled" (11) ignored. The binary ResNet-18
+# encoder with its light float decoder (`segmentation_resnet18`, every method the same
+# net), images resized once to 192x256 (bilinear; labels nearest), random zoom 1-1.5x +
+# crop back to 192x256 + flip of image and label together, median-frequency class
+# weights from the training labels, Adam 2e-3 cosine, batch 8. Validation: CamVid's own
+# val split; the table's mIoU is on the 233 test frames with logits upsampled to
+# 360x480. Sized by results/bench/camvid_backbone_steps.txt; the plan is
+# results/camvid/PLAN.md. Two streams, one thread each (camvid_a, camvid_b).
+CV=$RESULTS/camvid
+CV_EPOCHS=${CV_EPOCHS:-60}
+CV_WIDTH=${CV_WIDTH:-16}
+CAMVID="--dataset camvid --data_dir ${CAMVID_DIR:-../shared/data/camvid} --model segmentation_resnet18 --epochs $CV_EPOCHS --threads 1 --batch_size 8 --validation_size 0 --verify_samples 16"
+CV_DATA='{"image_size": [192, 256], "class_weights": "median_frequency"}'
+CV_MODEL="{\"width\": $CV_WIDTH, \"decoder_filters\": 64}"
+cv_model() {  # cv_model EXTRA_JSON_FIELDS -> the model kwargs with extra fields
+    echo "{\"width\": $CV_WIDTH, \"decoder_filters\": 64${1:+, $1}}"
+}
+cv_variant() {  # cv_variant NAME -> its flags in CVVARIANT, its run-name tag in TAG
+    case $1 in
+        pabt) CVVARIANT=(--model_kwargs "$CV_MODEL"); TAG="" ;;
+        pabt_approx) CVVARIANT=(--model_kwargs "$(cv_model '"activation_quantizer": "approx_sign"')"); TAG=_approx ;;
+        pabt_abases) CVVARIANT=(--model_kwargs "$CV_MODEL" --prune_order activation_bases); TAG=_abases ;;
+        *) echo "unknown variant $1" >&2; return 1 ;;
+    esac
+}
+cv_run() {  # cv_run METHODS SEEDS OUT [more flags]
+    local methods=$1 seeds=$2 out=$3; shift 3
+    $PY -m experiments.compare $CAMVID --data_kwargs "$CV_DATA" --methods "$methods" --seeds "$seeds" \
+        --output_dir "$out" "$@"
+}
+cv_headroom() {  # 6a. Full precision vs the Bi-Real-style BNN, seed 0, validation mIoU: >= 5?
+    $PY -m experiments.headroom --float_run $CV/headroom/float/runs/float_s0 \
+        --bnn_run $CV/headroom/bnn_bireal/runs/bnn_bireal_s0 --min_gap 5 \
+        --output $CV/headroom.md --wait_minutes 240
+}
+cv_chosen() {  # the PaBT variant chosen on validation mIoU of seeds 0-2 (6b)
+    local v
+    for v in pabt pabt_approx; do
+        until $PY -c 'import json, sys; rows = json.load(open(sys.argv[1]))["rows"]
+sys.exit(not rows or any(r["seeds"] != [0, 1, 2] for r in rows))' $CV/select/$v/summary.json 2>/dev/null; do
+            sleep 60
+        done
+    done
+    $PY -m experiments.select_schedule --comparisons $CV/select/pabt,$CV/select/pabt_approx \
+        --output $CV/selection.md --winner_file $CV/selection.winner >&2
+    local winner
+    winner=$(cat $CV/selection.winner)
+    basename "${winner%%:*}"
+}
+camvid_a() {
+    cv_run float 0 $CV/headroom/float --model_kwargs "$CV_MODEL"
+    cv_headroom
+    # 6b. Selection on validation mIoU, seeds 0-2: the default and approx_sign (CIFAR-10's choice).
+    for v in pabt pabt_approx; do
+        cv_variant $v
+        cv_run pabt 0,1,2 $CV/select/$v "${CVVARIANT[@]}" --tag "$TAG"
+    done
+    cv_variant "$(cv_chosen)"
+    # 6c. The chosen PaBT -> BNN on seeds 3-5; 6d. the same PaBT stopped at a mean of 2
+    # binary convolutions per layer, against ABC-Net 2/1 (stream b) at matched cost.
+    cv_run pabt "$SEEDS" $CV/compare/pabt "${CVVARIANT[@]}" --tag "$TAG" --evaluate_mbn
+    cv_run pabt "$SEEDS" $CV/frontier/pabt_b2 "${CVVARIANT[@]}" --tag "${TAG}_b2" --budget 2
+}
+camvid_b() {
+    cv_run bnn_bireal 0 $CV/headroom/bnn_bireal --model_kwargs "$CV_MODEL"
+    cv_headroom
+    # 6c. The baselines on seeds 3-5: both BNNs and full precision; 6d. ABC-Net 2/1.
+    cv_run bnn_bireal,bnn,float "$SEEDS" $CV/compare/baselines --model_kwargs "$CV_MODEL"
+    cv_run abc "$SEEDS" $CV/frontier/abc_2x1 --model_kwargs "$(cv_model '"abc_bases": [2, 1]')" --tag _2x1
+}
+camvid_tables() {  # 6e. Tables, frontier (LCE latency at 192x256, 1 thread), pictures
+    cv_headroom
+    cv_variant "$(cv_chosen)"
+    cv_run pabt "$SEEDS" $CV/compare/pabt "${CVVARIANT[@]}" --tag "$TAG" --evaluate_mbn \
+        --merge $CV/compare/baselines/summary.json
+    $PY -m experiments.frontier --output_dir $CV/frontier --comparisons \
+        $CV/compare/pabt,$CV/compare/baselines,$CV/frontier/pabt_b2,$CV/frontier/abc_2x1
+    local best
+    best=$($PY -m experiments.best_baseline $CV/compare/baselines/summary.json)
+    $PY -m experiments.seg_pictures --runs "$CV/compare/baselines/runs/float_s3,$CV/compare/baselines/runs/${best}_s3,$CV/compare/pabt/runs/pabt${TAG}_s3" \
+        --labels "full precision,best BNN baseline ($best),PaBT → BNN" --images 0,60,120,180 \
+        --output $CV/pictures.png
+}
+
 "${@:-fmnist}"
