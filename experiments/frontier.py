@@ -120,7 +120,14 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
                       for j, lat in enumerate(lats)]  # fmt: skip
         acc, acc_std = _mean_std([r["test_accuracy"] for r in runs])
         val, val_std = _mean_std([r.get("val_accuracy") for r in runs])
+        # What the point is judged by: mean IoU for segmentation, accuracy otherwise.
+        seg = runs[0].get("task") == "segmentation"
+        score, score_std = (_mean_std([r.get("test_miou") for r in runs]) if seg else (acc, acc_std))
+        val_score, val_score_std = (_mean_std([r.get("val_miou") for r in runs]) if seg else (val, val_std))
         points.append({
+            "score_name": "mIoU" if seg else "accuracy",
+            "score_mean": score, "score_std": score_std,
+            "val_score_mean": val_score, "val_score_std": val_score_std,
             "key": key, "family": family, "label": label,
             "dataset": runs[0]["config"].get("dataset"), "model": runs[0]["config"].get("model"),
             "seeds": [r["config"]["seed"] for r in runs],
@@ -138,27 +145,38 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
     return sorted(points, key=lambda p: (p["family"], p["latency_ms"]))
 
 
+def _score(point: dict) -> float:
+    """The point's test score (mIoU for segmentation, accuracy otherwise); points written
+    before scores were recorded carry only `accuracy_mean`."""
+    return point.get("score_mean", point["accuracy_mean"])
+
+
+def _score_name(points: list[dict]) -> str:
+    return points[0].get("score_name", "accuracy") if points else "accuracy"
+
+
 def dominance(points: list[dict]) -> list[str]:
     """For every multi-base baseline point: the PaBT point that dominates it, or none."""
     pabt = [p for p in points if p["family"] == "PaBT"]
     lines = []
     for base in (p for p in points if p["family"] == "ABC-Net"):
         winners = [p for p in pabt if p["latency_ms"] <= base["latency_ms"]
-                   and p["accuracy_mean"] >= base["accuracy_mean"]]  # fmt: skip
+                   and _score(p) >= _score(base)]  # fmt: skip
         if winners:
-            best = max(winners, key=lambda p: p["accuracy_mean"])
-            lines.append(f"{base['label']} ({100 * base['accuracy_mean']:.2f} %, {base['latency_ms']:.3f} ms): "
-                         f"dominated by {best['label']} ({100 * best['accuracy_mean']:.2f} %, "
+            best = max(winners, key=_score)
+            lines.append(f"{base['label']} ({100 * _score(base):.2f} %, {base['latency_ms']:.3f} ms): "
+                         f"dominated by {best['label']} ({100 * _score(best):.2f} %, "
                          f"{best['latency_ms']:.3f} ms)")  # fmt: skip
         else:
-            lines.append(f"{base['label']} ({100 * base['accuracy_mean']:.2f} %, {base['latency_ms']:.3f} ms): "
+            lines.append(f"{base['label']} ({100 * _score(base):.2f} %, {base['latency_ms']:.3f} ms): "
                          "NOT dominated by any PaBT point")
     return lines
 
 
 def markdown(points: list[dict], verdict: list[str], command: str, threads: int) -> str:
+    name = _score_name(points)
     rows = [
-        "| point | test accuracy (%) | validation accuracy (%) | mean binary convs | binary MACs | LCE latency (ms) | × PaBT BNN | flatbuffer |",  # noqa: E501
+        f"| point | test {name} (%) | validation {name} (%) | mean binary convs | binary MACs | LCE latency (ms) | × PaBT BNN | flatbuffer |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|",
     ]
     partial = False
@@ -168,10 +186,11 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int)
         if len(p["latency_seeds"]) < len(p["seeds"]):
             partial = True
             latency += f" (seed {', '.join(map(str, p['latency_seeds']))})"
-        val = ("—" if p["val_accuracy_mean"] is None
-               else f"{100 * p['val_accuracy_mean']:.2f} ± {100 * p['val_accuracy_std']:.2f}")  # fmt: skip
+        v, v_std = p.get("val_score_mean", p["val_accuracy_mean"]), p.get("val_score_std", p["val_accuracy_std"])
+        val = "—" if v is None else f"{100 * v:.2f} ± {100 * v_std:.2f}"
+        std = p.get("score_std", p["accuracy_std"])
         rows.append(
-            f"| {p['label']} | **{100 * p['accuracy_mean']:.2f} ± {100 * p['accuracy_std']:.2f}** | {val} | "
+            f"| {p['label']} | **{100 * _score(p):.2f} ± {100 * std:.2f}** | {val} | "
             f"{p['mean_binary_convs']:.2f} | {p['binary_macs'] / 1e6:.1f} M | {latency} | {ratio} | "
             f"{p['flatbuffer_bytes'] / 1024:.1f} KiB |"
         )  # fmt: skip
@@ -180,12 +199,12 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int)
     note = (" A latency with seeds in brackets was measured on those runs only: the others' "
             "model.keras is not on this machine (accuracy is every run's)." if partial else "")
     return "\n".join([
-        f"# Accuracy–latency frontier: {setting}", "", *rows, "",
+        f"# {name[0].upper() + name[1:]}–latency frontier: {setting}", "", *rows, "",
         *[f"- {line}" for line in verdict], "",
         f"Latency: LCE interpreter, {threads} thread, indirect BGEMM kernels, median single-image "
         "latency over interleaved rounds (every flatbuffer in every round), mean over seeds; "
         "× PaBT BNN is the median of per-round ratios. Each run's model.keras is converted with "
-        "today's export. Accuracy: full test set after the last epoch, std over seeds (ddof=1)."
+        "today's export. Score: full test set after the last epoch, std over seeds (ddof=1)."
         + note,
         "", "Command:", "", "```", command, "```",
     ])  # fmt: skip
@@ -204,18 +223,18 @@ def plot(points: list[dict], path: str) -> str:
             continue
         for ax, key, scale in ((axes[0], "latency_ms", 1.0), (axes[1], "binary_macs", 1e-6)):
             xs = [p[key] * scale for p in pts]
-            ax.errorbar(xs, [100 * p["accuracy_mean"] for p in pts], yerr=[100 * p["accuracy_std"] for p in pts],
-                        marker=marker, capsize=3, label=family)  # fmt: skip
+            stds = [100 * p.get("score_std", p["accuracy_std"]) for p in pts]
+            ax.errorbar(xs, [100 * _score(p) for p in pts], yerr=stds, marker=marker, capsize=3, label=family)
             for x, p in zip(xs, pts):
-                ax.annotate(p["label"].replace("PaBT ", "").replace("ABC-Net ", ""), (x, 100 * p["accuracy_mean"]),
+                ax.annotate(p["label"].replace("PaBT ", "").replace("ABC-Net ", ""), (x, 100 * _score(p)),
                             textcoords="offset points", xytext=(4, -10), fontsize=7)  # fmt: skip
     axes[0].set_xlabel("LCE latency per image (ms, 1 thread, indirect BGEMM)")
     axes[1].set_xlabel("binary MACs per image (M)")
     for ax in axes:
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(f"test {_score_name(points)} (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Accuracy vs deployed cost: PaBT budgets vs ABC-Net widths (mean ± std over seeds)")
+    fig.suptitle(f"{_score_name(points)} vs deployed cost: PaBT budgets vs ABC-Net widths (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
