@@ -282,7 +282,7 @@ def _note_partly_binary(model: tf.keras.Model, converted: dict) -> None:
     binary on both sides (input and a weight 1-bit): LCE runs such a layer in float, as
     it does a binary QuantDense (`ConversionReport.notes`), so it must not pass silently."""
     for layer in all_layers(model):
-        if id(layer) in converted or isinstance(layer, tf.keras.Model):
+        if id(layer) in converted or isinstance(layer, (tf.keras.Model, PaBTLayer)):
             continue
         quantizers = {a: getattr(layer, a) for a in _QUANTIZER_ATTRIBUTES if hasattr(layer, a)}
         if not any(q is not None for q in quantizers.values()) or is_binary_layer(layer):

@@ -141,6 +141,19 @@ def test_from_model_notes_layers_not_binary_on_both_sides(input_quantizer, kerne
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
+def test_conversion_report_notes_a_float_quant_conv2d():
+    """The same note at conversion, as for a binary QuantDense (which LCE keeps float)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = pabt.from_model(_partly_binary(None, "ste_sign"), weight_bases=1,
+                                    activation_bases=1)  # fmt: skip
+    report = pabt.export.convert_with_report(converted)
+    notes = [n for n in report.notes if "not binary on both sides" in n]
+    assert notes == ["Larq QuantConv2D 'half' runs as a float CONV_2D: it is not binary on "
+                     "both sides (LceBconv2d needs 1-bit input and kernel quantizers)."]  # fmt: skip
+    assert report.ok and report.op_counts.get("LceBconv2d") == 1 and report.op_counts["CONV_2D"] == 1
+
+
 def test_from_model_binary_layers_give_no_note():
     model = _partly_binary("ste_sign", "ste_sign")
     with warnings.catch_warnings(record=True) as caught:
