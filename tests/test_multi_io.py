@@ -52,10 +52,16 @@ def _inputs(n: int = 40):
 
 
 @pytest.fixture(scope="module")
-def two_io():
+def two_io_report():
+    """`convert_with_report` (strip, LCE, operator check, verify) of `_two_in_two_out`."""
     model = _two_in_two_out()
-    flatbuffer = lce.convert_keras_model(strip_pabt(model))
-    return model, flatbuffer
+    return model, convert_with_report(model, _inputs())
+
+
+@pytest.fixture(scope="module")
+def two_io(two_io_report):
+    model, report = two_io_report
+    return model, report.flatbuffer
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +150,9 @@ def test_verify_outputs_of_the_same_shape_by_name(same_shape):
     assert swapped > 0.1  # what comparing by position would have found
 
 
-def test_convert_with_report_on_two_inputs_two_outputs():
-    model = _two_in_two_out()
-    report = convert_with_report(model, _inputs())
-    assert report.ok and report.verification.ok
+def test_convert_with_report_on_two_inputs_two_outputs(two_io_report):
+    _, report = two_io_report
+    assert report.ok and report.verification.ok and report.found_bconvs == report.expected_bconvs
     assert [o["name"] for o in report.verification.outputs] == ["a_cls", "z_seg"]
 
 
