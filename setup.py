@@ -30,6 +30,16 @@ INSTALL_REQUIRES = [
     "importlib_resources>=6",
     "absl-py>=2.1,<3",
     "matplotlib>=3.8,<4",
+    # Imported by pabt_tf itself, so declared even where TensorFlow brings them today:
+    # summaries (PaBTPruningCallback(log_dir=...), Keras' TensorBoard callback, every
+    # training run) need TensorBoard, which TensorFlow >= 2.20 no longer requires (without
+    # it they die with TBNotInstalledError); `flatbuffers.flexbuffers` decodes LCE's
+    # operator options; h5py reads .h5 models' configs before pabt-convert loads them.
+    "tensorboard>=2.16,<3",
+    "flatbuffers>=24.3.25",
+    "h5py>=3.11,<4",
+    # Segmentation masks are read with Pillow (palette PNGs give their class indices).
+    "pillow>=10",
 ]
 
 EXTRAS_REQUIRE = {

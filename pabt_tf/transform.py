@@ -14,7 +14,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from pabt_tf.binary_layers import is_binary_layer
+from pabt_tf.binary_layers import is_binary_layer, is_binary_quantizer
 from pabt_tf.graph import NodeContext, all_layers, rewrite_model
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer
 from pabt_tf.quantizers import get_binary_quantizer
@@ -265,6 +265,39 @@ def _selected(layer, predicate) -> bool:
     return True
 
 
+_QUANTIZER_ATTRIBUTES = ("input_quantizer", "kernel_quantizer", "depthwise_quantizer",
+                         "pointwise_quantizer")  # fmt: skip
+
+
+def _describe(quantizer) -> str:
+    if quantizer is None:
+        return "None (float)"
+    precision = getattr(quantizer, "precision", None)
+    name = getattr(quantizer, "__name__", None) or type(quantizer).__name__
+    return f"{name} ({'precision ' + str(precision) if precision is not None else 'no precision'})"
+
+
+def _note_partly_binary(model: tf.keras.Model, converted: dict) -> None:
+    """Warn about every Larq layer with a quantizer that stays as it is because it is not
+    binary on both sides (input and a weight 1-bit): LCE runs such a layer in float, as
+    it does a binary QuantDense (`ConversionReport.notes`), so it must not pass silently."""
+    for layer in all_layers(model):
+        if id(layer) in converted or isinstance(layer, (tf.keras.Model, PaBTLayer)):
+            continue
+        quantizers = {a: getattr(layer, a) for a in _QUANTIZER_ATTRIBUTES if hasattr(layer, a)}
+        if not any(q is not None for q in quantizers.values()) or is_binary_layer(layer):
+            continue
+        sides = ", ".join(f"{a}={_describe(q)}" for a, q in quantizers.items())
+        missing = [a for a, q in quantizers.items() if not is_binary_quantizer(q)]
+        warnings.warn(
+            f"from_model: layer {layer.name!r} ({type(layer).__name__}) is not binary on "
+            f"both sides ({sides}; not 1-bit: {', '.join(missing)}): it stays as it is, a "
+            "float layer for LCE, not a PaBT layer. Give it 1-bit input and kernel "
+            "quantizers (e.g. 'ste_sign') to convert it, or choose layers with `predicate`.",
+            stacklevel=3,
+        )
+
+
 def _check_nested(model: tf.keras.Model, predicate) -> None:
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
@@ -304,6 +337,10 @@ def from_model(
 
     With `weight_bases = activation_bases = 1` the result computes exactly the
     original BNN when that padded its binarized inputs with +1 (`pad_values=1.0`).
+
+    A Larq layer that is quantized but not binary on both sides (e.g. binary weights on
+    float inputs, or a 2-bit quantizer) is not a binary convolution: it stays as it is,
+    float for LCE, with a `UserWarning` naming it and its quantizers.
 
     # Arguments
         model: a `tf.keras.Sequential` or functional `tf.keras.Model`, built.
@@ -348,6 +385,8 @@ def from_model(
         for layer in model.layers
         if _selected(layer, predicate)
     }
+    if predicate is None:
+        _note_partly_binary(model, replacements)
     if not replacements:
         raise ValueError(
             f"from_model: model {model.name!r} has no layers to convert (no QuantConv2D/"

@@ -23,6 +23,7 @@ __all__ = [
     "CliError",
     "run_cli",
     "check_count",
+    "check_number",
     "read_flatbuffer",
     "check_output_path",
     "write_atomically",
@@ -71,6 +72,29 @@ def check_count(value, arg: str, minimum: int = 1) -> None:
     values = value if isinstance(value, (list, tuple)) else [value]
     if not values or any(not isinstance(v, int) or v < minimum for v in values):
         raise CliError(f"{arg} must be an integer >= {minimum}, got {value}.")
+
+
+def check_number(value, arg: str, minimum: float | None = None, maximum: float | None = None) -> None:
+    """`value` must be a finite real number (not NaN, not ±inf, not a bool) in
+    `[minimum, maximum]` (either bound optional).
+
+    # Raises
+        CliError: naming `arg` and the range expected.
+    """
+    import math
+
+    bounds = " and ".join(
+        text for text in (
+            f">= {minimum:g}" if minimum is not None else "",
+            f"<= {maximum:g}" if maximum is not None else "",
+        ) if text
+    )  # fmt: skip
+    expected = f"a finite number{' ' + bounds if bounds else ''}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and minimum is not None and value < minimum or ok and maximum is not None and value > maximum:
+        ok = False
+    if not ok:
+        raise CliError(f"{arg} must be {expected}, got {value!r}.")
 
 
 def read_flatbuffer(path: str, arg: str = "flatbuffer", probe_settings: list | None = None) -> bytes:

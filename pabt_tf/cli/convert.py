@@ -5,9 +5,11 @@
 Strips the PaBT layers (`pabt_tf.strip_pabt`), converts with Larq Compute Engine, checks
 that every active binary convolution became an `LceBconv2d`, and compares LCE's
 interpreter with Keras on real Fashion-MNIST test images when the model takes 28×28×1
-inputs (random N(0, 1) inputs of the model's input shape otherwise). Prints the operator
-table, sizes and the verification; writes OUT only if every check passes (or with
-`--no-strict`).
+inputs (random N(0, 1) inputs of the model's input shape otherwise, one array per input
+for a model with several). Inputs and outputs are matched by name, not position (LCE may
+order them differently), and each output is compared and reported on its own. Prints the
+operator table, sizes and the verification; writes OUT only if every check passes (or
+with `--no-strict`).
 
 The output is checked before the (slow) conversion: it must not be the model itself
 (under any name), a directory or an unwritable place. It is written to a temporary file
@@ -22,8 +24,10 @@ files.
 
 Exit codes: 0 success; 1 a check failed (a binary convolution left float, verification
 failed) or OUT could not be written; 2 bad input (missing/unreadable model, a model
-carrying code, a bad output path, no PaBT layers, not a BNN under `--require-bnn`, bad
-arguments).
+carrying code, a bad output path, no PaBT layers, not a BNN under `--require-bnn`, a
+model it cannot convert or verify, e.g. non-float inputs or outputs it cannot match to
+the flatbuffer's, bad arguments: every number is checked before anything runs, `--atol`
+finite and ≥ 0, `--min-top1` in [0, 1], `--verify-samples` an integer ≥ 0).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from pabt_tf.cli.common import (  # noqa: F401
     EXIT_OK,
     CliError,
     check_count,
+    check_number,
     check_output_path,
     run_cli,
     write_atomically,
@@ -90,15 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def verification_inputs(model, samples: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Real Fashion-MNIST test images for a 28×28×1 model, random inputs otherwise.
+def verification_inputs(model, samples: int, seed: int = 0) -> tuple[np.ndarray | list, str]:
+    """Real Fashion-MNIST test images for a 28×28×1 model, random inputs otherwise (one
+    array per input, in `model.inputs` order, for a model with several).
 
     # Returns
         `(inputs, description)`.
+
+    # Raises
+        CliError: an input of unknown shape or of a type random N(0, 1) values cannot
+            stand for (integers, strings...).
     """
+    if len(model.inputs) > 1:
+        return _random_inputs(model, samples, seed)
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise CliError(f"the model's input shape {shape} must be fully known to convert it.")
+    _check_float_inputs(model)
     if shape == (28, 28, 1):
         from pabt_tf.data import load_fashion_mnist
 
@@ -112,6 +125,32 @@ def verification_inputs(model, samples: int, seed: int = 0) -> tuple[np.ndarray,
     rng = np.random.default_rng(seed)
     inputs = rng.standard_normal((samples, *shape)).astype(np.float32)
     return inputs, f"{samples} random N(0, 1) inputs of shape {shape}{note}"
+
+
+def _check_float_inputs(model) -> None:
+    import tensorflow as tf
+
+    for name, tensor in zip(model.input_names, model.inputs):
+        if not tf.as_dtype(tensor.dtype).is_floating:
+            raise CliError(
+                f"the model's input {name!r} is {tf.as_dtype(tensor.dtype).name}: "
+                "pabt-convert verifies with random N(0, 1) float inputs, which cannot stand "
+                "for it. Convert with --verify-samples 0 and verify with pabt.verify on "
+                "inputs of your own."
+            )
+
+
+def _random_inputs(model, samples: int, seed: int) -> tuple[list, str]:
+    """Random N(0, 1) inputs for each input of a model with several."""
+    shapes = {name: tuple(t.shape[1:]) for name, t in zip(model.input_names, model.inputs)}
+    unknown = {name: shape for name, shape in shapes.items() if any(d is None for d in shape)}
+    if unknown:
+        raise CliError(f"the model's input shapes {unknown} must be fully known to convert it.")
+    _check_float_inputs(model)
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal((samples, *shape)).astype(np.float32) for shape in shapes.values()]
+    described = ", ".join(f"{name!r} {shape}" for name, shape in shapes.items())
+    return inputs, f"{samples} random N(0, 1) samples for each input ({described})"
 
 
 def _layer_table(model) -> str:
@@ -128,6 +167,8 @@ def _layer_table(model) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_count(args.verify_samples, "--verify-samples", minimum=0)
+    check_number(args.atol, "--atol", minimum=0.0)
+    check_number(args.min_top1, "--min-top1", minimum=0.0, maximum=1.0)
     if not os.path.exists(args.model):
         raise CliError(f"model {args.model!r} does not exist.")
     # Before the slow part: a bad output path must not cost a conversion, nor the model.
@@ -137,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pabt_tf.costs import mean_binary_convs
     from pabt_tf.export import ConversionError, convert_with_report
+    from pabt_tf.flatbuffer_guard import MalformedFlatbufferError, check_flatbuffer
     from pabt_tf.layers import pabt_layers
 
     layers = pabt_layers(model)
@@ -173,6 +215,15 @@ def run(args: argparse.Namespace) -> int:
         failure = None
     except ConversionError as err:
         report, failure = err.report, str(err)
+    except MalformedFlatbufferError as err:  # LCE wrote bytes verify would not run
+        print(f"error: {err}\n{args.output} was not written.", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except (TypeError, ValueError) as err:
+        # What strip_pabt, LCE or verify cannot handle (a layer without an export rule,
+        # inputs and outputs that cannot be matched...): the model is not supported.
+        raise CliError(
+            f"cannot convert model {args.model!r}: {err}\n{args.output} was not written."
+        ) from err
     print(report.format())
     if os.path.isfile(args.model):
         print(f"Keras file: {os.path.getsize(args.model) / 1024:.1f} KiB on disk")
@@ -180,8 +231,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {failure}\n{args.output} was not written (--no-strict writes it anyway).",
               file=sys.stderr)
         return EXIT_CHECK_FAILED
-    from pabt_tf.flatbuffer_guard import MalformedFlatbufferError, check_flatbuffer
-
     try:  # what pabt-benchmark and pabt.verify will demand of the file
         check_flatbuffer(report.flatbuffer, "LCE's flatbuffer")
     except MalformedFlatbufferError as err:

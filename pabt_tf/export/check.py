@@ -16,9 +16,10 @@ import dataclasses
 from collections import Counter
 from typing import Sequence
 
+import larq as lq
 import tensorflow as tf
 
-from pabt_tf.binary_layers import is_binary_quant_conv2d, is_binary_quant_dense
+from pabt_tf.binary_layers import is_binary_layer, is_binary_quant_conv2d, is_binary_quant_dense
 from pabt_tf.export.flatbuffer import OperatorInfo, operator_list
 from pabt_tf.export.strip import bconv_count, bconv_owner
 from pabt_tf.graph import all_layers
@@ -125,6 +126,13 @@ def check_operators(
             notes.append(
                 f"Larq QuantDense {layer.name!r} runs as a float FULLY_CONNECTED (LCE has "
                 "no binary dense op; PaBTDense exports as a 1x1 binary convolution instead)."
+            )
+        if isinstance(layer, lq.layers.QuantConv2D) and not is_binary_layer(layer) and (
+            layer.input_quantizer is not None or layer.kernel_quantizer is not None
+        ):
+            notes.append(
+                f"Larq QuantConv2D {layer.name!r} runs as a float CONV_2D: it is not binary "
+                "on both sides (LceBconv2d needs 1-bit input and kernel quantizers)."
             )
         if not is_binary_quant_conv2d(layer):
             continue

@@ -21,6 +21,9 @@ import numpy as np
 import tensorflow as tf
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 
+from pabt_tf.export.io_matching import fed as _fed
+from pabt_tf.export.io_matching import match_io
+from pabt_tf.export.io_matching import model_inputs as _model_inputs
 from pabt_tf.flatbuffer_guard import check_flatbuffer, probe_in_subprocess
 
 __all__ = [
@@ -69,9 +72,10 @@ class VerificationResult:
     # Attributes
         samples: number of inputs compared.
         max_abs_diff, mean_abs_diff: over all outputs.
-        top1_agreement: fraction of argmaxes over the last axis of the first output that
-            agree: per sample for `(n, classes)` outputs, per pixel for segmentation's
-            `(n, h, w, classes)`.
+        top1_agreement: fraction of argmaxes over the last (class) axis that agree: per
+            sample for `(n, classes)` outputs, per pixel for segmentation's
+            `(n, h, w, classes)`; with several outputs, the lowest over them (each is in
+            `outputs`).
         atol, min_top1: the thresholds `ok` uses.
         interpreter: the interpreter options used.
         differing: samples with an output further than `atol` from Keras'.
@@ -80,6 +84,12 @@ class VerificationResult:
         tie_atol, max_tie_fraction: the tie thresholds `ok` uses.
         differing_margins: `sign_margins` of the differing samples (empty when none
             differ or the model has nothing to measure), smallest first.
+        outputs: one dict per Keras output (in `model.outputs` order), compared with
+            the flatbuffer output of its name: `name`, `shape` (of a sample),
+            `max_abs_diff`, `mean_abs_diff`, `top1_agreement`, `differing`.
+        matched_by: how the flatbuffer's inputs and outputs were matched to the model's
+            (`pabt_tf.export.io_matching.match_io`): `"position"` for one input and one
+            output, else `"signature"` (names), `"tensor names"` or `"shape"`.
     """
 
     samples: int
@@ -94,6 +104,8 @@ class VerificationResult:
     tie_atol: float = 1e-5
     max_tie_fraction: float = 0.02
     differing_margins: list = dataclasses.field(default_factory=list)
+    outputs: list = dataclasses.field(default_factory=list)
+    matched_by: str = "position"
 
     @property
     def exact(self) -> bool:
@@ -122,12 +134,21 @@ class VerificationResult:
             ties = (f"; {self.differing} sample(s) beyond it, {self.ties} of them rounding "
                     f"ties (a binarized value within {self.tie_atol:g} of its threshold; "
                     f"≤ {100 * self.max_tie_fraction:g} % allowed)")
-        return (
+        text = (
             f"verification {status} on {self.samples} samples: max |diff| "
             f"{self.max_abs_diff:.3g} (≤ {self.atol:g}){ties}, mean |diff| "
             f"{self.mean_abs_diff:.3g}, top-1 agreement {100 * self.top1_agreement:.2f} % "
             f"(≥ {100 * self.min_top1:g} %)"
         )
+        if len(self.outputs) > 1:
+            text += f"; {len(self.outputs)} outputs (matched by {self.matched_by}):" + "".join(
+                f"\n  output {o['name']!r} {tuple(o['shape'])}: max |diff| "
+                f"{o['max_abs_diff']:.3g}, mean |diff| {o['mean_abs_diff']:.3g}, top-1 "
+                f"agreement {100 * o['top1_agreement']:.2f} %, {o['differing']} sample(s) "
+                "beyond atol"
+                for o in self.outputs
+            )
+        return text
 
     def as_dict(self) -> dict:
         """The result as JSON-ready values, `ok` and `exact` included."""
@@ -163,7 +184,7 @@ def _binarized_inputs(model: tf.keras.Model) -> list[tuple[tf.keras.layers.Layer
     return found
 
 
-def _margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray | None:
+def _margins(model: tf.keras.Model, inputs, batch_size: int) -> np.ndarray | None:
     """`sign_margins` of `model` on `inputs`; `None` if nothing in it binarizes. A nested
     model is probed on the values its input takes in the outer model: its layers' inputs
     are symbolic only in its own graph."""
@@ -177,7 +198,8 @@ def _margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int) -> np.n
     )
     if len(probed) == 1:
         values = [values]
-    margins, found = np.full(len(inputs), np.inf), False
+    samples = len(inputs[0]) if isinstance(inputs, list) else len(inputs)
+    margins, found = np.full(samples, np.inf), False
     for (layer, _), x in zip(probed, values):
         x = np.asarray(x, np.float32)
         if isinstance(layer, tf.keras.Model):
@@ -210,17 +232,18 @@ def sign_margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int = 64
     # Arguments
         model: a Keras model with PaBT layers or Larq sign-quantized layers, at its top
             level or inside nested functional / Sequential models.
-        inputs: samples with a leading batch axis.
+        inputs: samples with a leading batch axis; for a model with several inputs, a
+            list of arrays in `model.inputs` order or a dict keyed by input name.
         batch_size: Keras batch size.
 
     # Returns
-        Float array of shape `(len(inputs),)`.
+        Float array of shape `(samples,)`.
 
     # Raises
         ValueError: the model has no binarizing layer it can probe (none, or only inside
-            subclassed models or shared layers).
+            subclassed models or shared layers), or `inputs` do not fit its inputs.
     """
-    margins = _margins(model, np.asarray(inputs, np.float32), batch_size)
+    margins = _margins(model, _fed(_model_inputs(model, inputs)), batch_size)
     if margins is None:
         raise ValueError(
             "`model` has no PaBT layer or Larq sign-quantized layer it can probe (at its "
@@ -232,7 +255,7 @@ def sign_margins(model: tf.keras.Model, inputs: np.ndarray, batch_size: int = 64
 def verify(
     model: tf.keras.Model,
     flatbuffer: bytes,
-    inputs: np.ndarray,
+    inputs,
     *,
     atol: float = 1e-3,
     min_top1: float = 0.99,
@@ -245,10 +268,17 @@ def verify(
 ) -> VerificationResult:
     """Run `flatbuffer` with LCE's Python interpreter and `model` with Keras; compare.
 
+    Inputs and outputs are matched by name, not position (`io_matching.match_io`: LCE's
+    flatbuffer may order them differently from Keras, e.g. its outputs sorted by name),
+    and each output is compared with its own (`result.outputs`); a sample differs when
+    any of its outputs is further than `atol` from Keras'.
+
     # Arguments
         model: the Keras model (PaBT or stripped; both compute the same function).
         flatbuffer: the converted model.
-        inputs: a numpy array of samples with a leading batch axis (one input only).
+        inputs: samples with a leading batch axis: a numpy array for a model with one
+            input; for several, a list of arrays in `model.inputs` order or a dict keyed
+            by `model.input_names`.
         atol, min_top1: thresholds of the result's `ok`.
         tie_atol, max_tie_fraction: a sample further than `atol` from Keras still passes
             if it binarizes a value within `tie_atol` of its threshold (`sign_margins`),
@@ -274,12 +304,14 @@ def verify(
             flatbuffer (truncated, corrupted), or the probe's interpreter crashed on it or
             refused it: checked before LCE's interpreter runs it in this process, which
             does not verify its input and would crash.
-        ValueError: on empty inputs or inputs whose shape does not match the flatbuffer.
+        ValueError: on empty inputs, inputs that do not fit the model's (number, names,
+            samples) or whose shape does not match the flatbuffer, or a flatbuffer whose
+            inputs and outputs cannot be matched to the model's (different numbers,
+            names or shapes).
     """
     check_flatbuffer(flatbuffer, "`flatbuffer`")
-    inputs = np.asarray(inputs, np.float32)
-    if inputs.ndim < 1 or len(inputs) == 0:
-        raise ValueError("`inputs` must hold at least one sample (leading batch axis).")
+    arrays = _model_inputs(model, inputs)
+    samples = len(arrays[0])
     for name, value in (("atol", atol), ("tie_atol", tie_atol)):
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"`{name}` must be a finite number ≥ 0, got {value!r}.")
@@ -288,6 +320,7 @@ def verify(
             raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
     if probe not in (None, True, False):
         raise ValueError(f"`probe` must be None, True or False, got {probe!r}.")
+    match = match_io(model, flatbuffer)  # which flatbuffer input/output is which, by name
     if use_indirect_bgemm is None:
         use_indirect_bgemm = default_indirect_bgemm()
     if probe or (probe is None and _digest(flatbuffer) not in _CONVERTED):
@@ -296,35 +329,57 @@ def verify(
     interpreter = Interpreter(
         bytes(flatbuffer), num_threads=num_threads, use_indirect_bgemm=use_indirect_bgemm
     )
-    expected_shape = tuple(interpreter.input_shapes[0][1:])
-    if tuple(inputs.shape[1:]) != expected_shape:
-        raise ValueError(
-            f"`inputs` have sample shape {tuple(inputs.shape[1:])}, the flatbuffer expects "
-            f"{expected_shape}."
-        )
-    lce_out = interpreter.predict(inputs)
-    keras_out = model.predict(inputs, batch_size=batch_size, verbose=0)
+    fed = [None] * len(arrays)  # in the flatbuffer's order
+    for k, (x, position) in enumerate(zip(arrays, match.inputs)):
+        expected_shape = tuple(interpreter.input_shapes[position][1:])
+        if tuple(x.shape[1:]) != expected_shape:
+            which = "" if len(arrays) == 1 else f" for input {match.input_names[k]!r}"
+            raise ValueError(
+                f"`inputs`{which} have sample shape {tuple(x.shape[1:])}, the flatbuffer "
+                f"expects {expected_shape}."
+            )
+        fed[position] = x
+    lce_out = interpreter.predict(_fed(fed))
     lce_list = lce_out if isinstance(lce_out, list) else [lce_out]
-    keras_list = keras_out if isinstance(keras_out, list) else [keras_out]
-    diffs = [np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).reshape(len(inputs), -1)
-             for a, b in zip(lce_list, keras_list)]
+    lce_list = [lce_list[position] for position in match.outputs]  # in Keras' order
+    keras_list = tf.nest.flatten(model.predict(_fed(arrays), batch_size=batch_size, verbose=0))
+    if len(keras_list) != len(lce_list):
+        raise ValueError(
+            f"the model returned {len(keras_list)} outputs, the flatbuffer {len(lce_list)}."
+        )
+    names = list(match.output_names) or [f"output_{k}" for k in range(len(keras_list))]
+    diffs, outputs = [], []
+    for name, a, b in zip(names, lce_list, keras_list):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            raise ValueError(
+                f"output {name!r}: the flatbuffer gives shape {a.shape}, Keras {b.shape}."
+            )
+        diff = np.abs(a - b).reshape(samples, -1)
+        # The class axis is the last: one argmax per sample (classification) or per
+        # pixel (segmentation's (n, h, w, classes) logits).
+        a2, b2 = (a, b) if a.ndim > 2 else (a.reshape(samples, -1), b.reshape(samples, -1))
+        agreement = float(np.mean(a2.argmax(-1) == b2.argmax(-1)))
+        outputs.append(dict(
+            name=str(name), shape=list(a.shape[1:]), max_abs_diff=float(diff.max()),
+            mean_abs_diff=float(diff.mean()), top1_agreement=agreement,
+            differing=int(np.sum(diff.max(axis=1) > atol)),
+        ))  # fmt: skip
+        diffs.append(diff)
     diff = np.concatenate(diffs, axis=1)
-    # The class axis is the last: one argmax per sample (classification) or per pixel
-    # (segmentation's (n, h, w, classes) logits).
-    first_lce, first_keras = np.asarray(lce_list[0]), np.asarray(keras_list[0])
-    agreement = float(np.mean(first_lce.argmax(-1) == first_keras.argmax(-1)))
     differing = diff.max(axis=1) > atol
     margins = np.zeros(0)
     if differing.any():
         try:
-            margins = np.sort(sign_margins(model, inputs[differing], batch_size=batch_size))
+            chosen = [x[differing] for x in arrays]
+            margins = np.sort(sign_margins(model, _fed(chosen), batch_size=batch_size))
         except ValueError:  # nothing binarized that can be probed: no difference is a tie
             pass
     return VerificationResult(
-        samples=int(len(inputs)),
+        samples=int(samples),
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
-        top1_agreement=agreement,
+        top1_agreement=min(o["top1_agreement"] for o in outputs),
         atol=float(atol),
         min_top1=float(min_top1),
         interpreter=dict(num_threads=num_threads, use_indirect_bgemm=bool(use_indirect_bgemm)),
@@ -333,4 +388,6 @@ def verify(
         tie_atol=float(tie_atol),
         max_tie_fraction=float(max_tie_fraction),
         differing_margins=[float(m) for m in margins],
+        outputs=outputs,
+        matched_by=match.by,
     )

@@ -12,7 +12,10 @@ Soft pruning of binary convolution `(m, n)` over `d` steps: it stops counting as
 once, its mask stays on while `gate_decay[m, n] = k / d` scales its gate, `k` being the
 steps it has left (`d − 1` down to 1); when `k` reaches 0 its mask clears and its decay
 returns to 1. `k` is read back as `rint(gate_decay · d)`, so `d` (the callback's
-`decay_steps`) is an argument of the operations, not state.
+`decay_steps`) is an argument of the operations, not state. `set_binary_conv_mask` sets
+the whole state and so ends soft pruning in progress: what it keeps on is kept at its
+full gate (re-enabling a convolution that is fading out sticks), what it turns off is
+off at once.
 
 `PaBTPruningCallback` changes the state only through these methods (tfmot's callback
 likewise only advances its wrappers' `pruning_step`); which convolutions to prune is
@@ -220,8 +223,13 @@ class PruningState:
     def set_binary_conv_mask(self, mask: Any) -> None:
         """Set the whole `(M, N)` mask (bool or 0/1); at least one entry must be active.
 
+        Ends any soft pruning in progress in the layer: every binary convolution the mask
+        keeps on is kept at its full gate (`gate_decay` 1, so one being faded out is
+        re-enabled for good, and `kept_binary_conv_mask` is `mask`), every one it turns
+        off is pruned at once (no decay left over to resume if it is turned on again).
+
         # Raises
-            ValueError: on a wrong shape or an all-inactive mask.
+            ValueError: on a wrong shape or an all-inactive mask (nothing changed).
         """
         self._check_built("set_binary_conv_mask")
         mask = np.asarray(mask)
@@ -233,7 +241,9 @@ class PruningState:
         mask = mask.astype(bool)
         if not mask.any():
             raise ValueError(f"{self.name}: `mask` must keep at least one binary convolution.")
-        self.mask.assign(mask.astype(np.float32))
+        # The decay goes with the mask: left < 1 on an entry turned on, it would keep
+        # fading and `advance_soft_pruning` would clear it again a few steps later.
+        self._assign_state(mask, np.ones(mask.shape, np.float32))
 
     def _assign_state(self, mask: np.ndarray, decay: np.ndarray) -> None:
         tf.keras.backend.batch_set_value(
