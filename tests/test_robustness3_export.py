@@ -233,7 +233,7 @@ def test_reenabling_during_soft_pruning_in_fit_sticks():
 
 # Import name -> distribution name, where they differ.
 _DISTRIBUTIONS = {"tf_keras": "tf-keras", "larq_compute_engine": "larq-compute-engine",
-                  "tensorflow_datasets": "tensorflow-datasets", "absl": "absl-py"}  # fmt: skip
+                  "tensorflow_datasets": "tensorflow-datasets", "absl": "absl-py", "PIL": "pillow"}  # fmt: skip
 
 
 def _third_party_imports() -> set[str]:
