@@ -261,7 +261,7 @@ cifar10_ste30() {  # 4f's missing baseline: the Larq STE BNN at 30 epochs, seeds
 CV=$RESULTS/camvid
 CV_EPOCHS=${CV_EPOCHS:-60}
 CV_WIDTH=${CV_WIDTH:-32}
-CAMVID="--dataset camvid --data_dir ${CAMVID_DIR:-../shared/data/camvid} --model segmentation_resnet18 --epochs $CV_EPOCHS --threads 1 --batch_size 8 --validation_size 0 --verify_samples 40"
+CAMVID="--dataset camvid --data_dir ${CAMVID_DIR:-../shared/data/camvid} --model segmentation_resnet18 --epochs $CV_EPOCHS --threads 1 --batch_size 8 --validation_size 0 --verify_samples 40 --bn_recalibration_batches 23"
 CV_DATA='{"image_size": [192, 256], "class_weights": "median_frequency"}'
 CV_MODEL="{\"width\": $CV_WIDTH, \"decoder_filters\": 64}"
 cv_model() {  # cv_model EXTRA_JSON_FIELDS -> the model kwargs with extra fields

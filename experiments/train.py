@@ -86,6 +86,9 @@ _FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "distill_weight": ("float", "PaBT: weight λ of self-distillation from the unpruned "
                        "multi-base network (snapshot at the first pruning event).", {}),
     "distill_temperature": ("float", "PaBT self-distillation temperature.", {}),
+    "bn_recalibration_batches": ("integer", "Re-estimate batch-norm statistics on this many "
+                                 "training batches with the weights fixed, before every "
+                                 "validation and at the end (0 = off).", {}),
 }
 assert set(_FLAG_SPECS) == set(DEFAULTS), "every config key is a flag, and only those"
 

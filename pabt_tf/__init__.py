@@ -22,7 +22,7 @@ from pabt_tf.callbacks import PaBTPruningCallback  # noqa: E402
 from pabt_tf import export  # noqa: E402
 from pabt_tf.export import convert, strip_pabt, verify  # noqa: E402
 from pabt_tf import data, methods, models  # noqa: E402
-from pabt_tf import losses, metrics  # noqa: E402
+from pabt_tf import batch_norm, losses, metrics  # noqa: E402
 
 
 def _version() -> str:
@@ -43,6 +43,7 @@ __all__ = [
     "PaBTLayer",
     "PaBTModel",
     "PaBTPruningCallback",
+    "batch_norm",
     "callbacks",
     "convert",
     "data",

@@ -100,6 +100,7 @@ DEFAULTS: dict[str, Any] = dict(
     evaluate_mbn=False,
     distill_weight=0.0,
     distill_temperature=2.0,
+    bn_recalibration_batches=0,
 )
 
 
@@ -217,6 +218,10 @@ def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"Unknown config keys {sorted(unknown)}.")
+    if config["bn_recalibration_batches"] != 0:
+        from pabt_tf._validation import check_int
+
+        check_int("bn_recalibration_batches", config["bn_recalibration_batches"])
     with RunLock(os.path.abspath(config["output_dir"])):
         return _train(config, extra_callbacks)
 
@@ -296,6 +301,12 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         progress,  # before the backup: see RunProgress
         backup_callback(out),
     ]
+    if config["bn_recalibration_batches"]:
+        # Before every validation and at the end: batch-norm statistics of the current
+        # weights, not of the last batches' (pabt_tf.batch_norm says why).
+        from pabt_tf.batch_norm import BatchNormRecalibration
+
+        callbacks.insert(0, BatchNormRecalibration(ds.train, config["bn_recalibration_batches"]))
     callbacks += list(extra_callbacks)
     model.fit(
         train_data,
