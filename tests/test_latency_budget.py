@@ -172,3 +172,25 @@ def test_a_schedule_ending_after_the_last_step_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=[on_time])
+
+
+def test_training_run_with_a_latency_target_records_predicted_and_measured(tmp_path):
+    from pabt_tf.run.train import DEFAULTS, build, train
+
+    config = dict(epochs=1, steps=6, batch_size=32, train_limit=256, validation_size=64,
+                  test_limit=64, verify_samples=8, augment=False, decay_steps=0, verbose=0,
+                  output_dir=str(tmp_path / "run"), prune_begin=0.2, prune_end=0.8)
+    tf.keras.backend.clear_session()
+    model = build({**DEFAULTS, **config}, (28, 28, 1), 10)
+    table = _table(model, per_conv=(1.0,) * 8, per_base=(0.0,) * 8, fixed=(0.1,) * 8)
+    table.bnn_ms = table.range_ms()[0] + 0.01
+    path = str(tmp_path / "table.json")
+    table.save(path)
+    results = train({**config, "latency_budget_x_bnn": 1.5, "latency_table": path})
+    assert results["latency_target_ms"] == pytest.approx(1.5 * table.bnn_ms)
+    assert results["predicted_latency_ms"] <= results["latency_target_ms"]
+    assert results["measured_latency_ms"] > 0 and "thread clock" in results["measured_latency"]
+    assert results["mean_binary_convs"] > 1.0  # a mixed-precision network, not a BNN
+    with pytest.raises(ValueError, match="not both"):
+        train({**config, "output_dir": str(tmp_path / "r2"), "latency_budget_x_bnn": 1.5,
+               "latency_budget_ms": 3.0, "latency_table": path})
