@@ -185,3 +185,21 @@ def test_op_profile_errors():
     broken = _profile(ops, [1.0] * len(ops), "new").replace("[pabt", "pabt", 1)
     with pytest.raises(ValueError, match="cannot parse the row"):
         parse_op_profile(broken)
+
+
+def test_benchmark_cli_board_latency_table_dry_run(tmp_path, capsys):
+    from pabt_tf.cli.benchmark import main
+
+    tf.keras.backend.clear_session()
+    model = _net(channels=16, size=8, layers=2)
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "m.tflite").write_bytes(pabt.convert(model))
+    binary = tmp_path / "lce_benchmark_model"
+    binary.write_bytes(b"\x7fELF")
+    code = main([str(tmp_path / "m.tflite"), "--device", "ssh", "pi@board", "--benchmark-binary",
+                 str(binary), "--latency-table", str(tmp_path / "t.json"), "--threads", "4",
+                 "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "--enable_op_profiling=true" in out and "--num_threads=4" in out
+    assert not (tmp_path / "t.json").exists()
