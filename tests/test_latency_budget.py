@@ -87,6 +87,11 @@ def test_callback_stops_at_the_target(tmp_path):
     predicted = [e["predicted_latency_ms"] for e in callback.events]
     assert predicted == sorted(predicted, reverse=True) and predicted[-1] < predicted[0] <= high
     assert history.history["predicted_latency_ms"][-1] == pytest.approx(final)
+    lines = []
+    rows = pabt.summary(model, print_fn=lines.append, latency_table=table)
+    assert rows[-1]["predicted_ms"] == pytest.approx(final)
+    assert sum(r["predicted_ms"] for r in rows[:-1]) + table.rest_ms == pytest.approx(final)
+    assert "Predicted ms" in lines[1] and f"{final:.3f} ms" in lines[-1]
     # Expensive layer 0 (2 ms a convolution) lost more than cheap layer 1 (0.5 ms).
     active = [layer.active_binary_convs for layer in pabt.pabt_layers(model)]
     assert active[0] < active[1]
