@@ -139,6 +139,11 @@ def _label(method: str, result: dict[str, Any]) -> str:
     run with a `budget` its budget (it ends with that many binary convolutions per layer
     on average, not as a BNN)."""
     budget = result.get("config", {}).get("budget")
+    config = result.get("config", {})
+    if method == "pabt" and config.get("latency_budget_x_bnn"):
+        return f"PaBT latency {config['latency_budget_x_bnn']:g}x BNN"
+    if method == "pabt" and config.get("latency_budget_ms"):
+        return f"PaBT latency {config['latency_budget_ms']:g} ms"
     if method == "pabt" and budget:
         return f"PaBT budget {budget:g}"
     if method == "abc":

@@ -172,6 +172,17 @@ cifar10_b() {
     $PY -m experiments.compare $LONG --methods "$best" --seeds "$SEEDS" --output_dir $C10/long/baseline
 }
 
+cifar10_latency() {  # Issue 28: prune to 1.5x and 2x the PaBT BNN's measured LCE latency.
+    # Each run measures its latency table on this host at the start (1 thread, indirect
+    # BGEMM; saved as latency_table.json in the run) and records in results.json the
+    # target, the predicted and the measured latency of its final flatbuffer.
+    variant "$(chosen)"
+    for x in 1.5 2; do
+        $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" \
+            --latency_budget_x_bnn "$x" --tag "${TAG}_lat$x" --output_dir $C10/latency/pabt_lat$x
+    done
+}
+
 cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines merged in.
     headroom
     # LCE vs Keras again with the tie-aware verify, for runs whose model files are here.

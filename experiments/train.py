@@ -89,6 +89,13 @@ _FLAG_SPECS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bn_recalibration_batches": ("integer", "Re-estimate batch-norm statistics on this many "
                                  "training batches with the weights fixed, before every "
                                  "validation and at the end (0 = off).", {}),
+    "latency_budget_ms": ("float", "PaBT: prune to this predicted LCE latency (ms) instead "
+                          "of to a BNN (needs a latency table: --latency_table, else measured "
+                          "on this host at the start and saved in the run directory).", {}),
+    "latency_budget_x_bnn": ("float", "PaBT: latency target as a multiple of the PaBT BNN's "
+                             "measured LCE latency (the table's bnn_ms), e.g. 1.5.", {}),
+    "latency_table": ("string", "LatencyTable JSON for --latency_budget_ms / "
+                      "--latency_budget_x_bnn (default: measured at the start of the run).", {}),
 }
 assert set(_FLAG_SPECS) == set(DEFAULTS), "every config key is a flag, and only those"
 

@@ -12,7 +12,13 @@ _ensure_keras2()
 
 from pabt_tf import layers, quantizers  # noqa: E402
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers  # noqa: E402
-from pabt_tf.costs import larq_profile, larq_summary, mean_binary_convs, summary  # noqa: E402
+from pabt_tf.costs import (  # noqa: E402
+    larq_profile,
+    larq_summary,
+    mean_binary_convs,
+    set_reference_input_shape,
+    summary,
+)
 from pabt_tf.transform import from_model  # noqa: E402
 from pabt_tf import nonfinite, training  # noqa: E402
 from pabt_tf.nonfinite import nonfinite_weights  # noqa: E402
@@ -20,7 +26,7 @@ from pabt_tf.training import PaBTModel  # noqa: E402
 from pabt_tf import callbacks, pruning, schedules  # noqa: E402
 from pabt_tf.callbacks import PaBTPruningCallback  # noqa: E402
 from pabt_tf import export  # noqa: E402
-from pabt_tf.export import convert, strip_pabt, verify  # noqa: E402
+from pabt_tf.export import LatencyTable, convert, latency_table, strip_pabt, verify  # noqa: E402
 from pabt_tf import data, methods, models  # noqa: E402
 from pabt_tf import batch_norm, losses, metrics  # noqa: E402
 
@@ -40,6 +46,7 @@ __version__ = _version()
 __all__ = [
     "PaBTConv2D",
     "PaBTDense",
+    "LatencyTable",
     "PaBTLayer",
     "PaBTModel",
     "PaBTPruningCallback",
@@ -52,6 +59,7 @@ __all__ = [
     "from_model",
     "larq_profile",
     "larq_summary",
+    "latency_table",
     "layers",
     "mean_binary_convs",
     "methods",
@@ -63,6 +71,7 @@ __all__ = [
     "pruning",
     "quantizers",
     "schedules",
+    "set_reference_input_shape",
     "strip_pabt",
     "summary",
     "training",

@@ -18,12 +18,15 @@ import math
 import os
 import warnings
 import weakref
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf import _callback_checks as checks
 from pabt_tf import pruning
 from pabt_tf._validation import check_int
+from pabt_tf.costs import set_reference_input_shape
 from pabt_tf.layers import PaBTLayer, pabt_layers
 from pabt_tf.pruning import NORMALIZATIONS, ORDERS, RANKINGS
 from pabt_tf.schedules import PruningSchedule
@@ -110,14 +113,37 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             base until it is empty — the partly emptied base first, else the one of
             lowest total score — so a layer stops computing that base's convolution at
             once and multi-base training gets cheaper early).
+        latency_budget_ms: prune to a latency target instead: stop when the latency
+            `latency_table` predicts for the masks is at or below it. The schedule moves
+            the predicted latency from the unpruned network's to the target (pruning
+            the lowest-ranked until it is at or below the scheduled value), and the
+            `"global"` ranking divides each importance by its layer's cost per binary
+            convolution (`per_conv_ms`, relative to the mean), so expensive
+            convolutions go first. It must lie in the range the table predicts, from
+            every layer at `target_per_layer` to every binary convolution active.
+            Needs `latency_table`; not with `budget`, `mac_weighted` or `"layerwise"`.
+        latency_table: a `pabt_tf.LatencyTable` (or its dict, or a path to its JSON)
+            describing this model's PaBT layers (`pabt_tf.latency_table(model)` on
+            this host, `LatencyTable.from_profile` from a board).
+        reference_input_shape: for a model built on `Input((None, None, C))`: the
+            model input shape its costs are counted at (`(1, 360, 480, 3)`, see
+            `pabt_tf.set_reference_input_shape`). Default: the shape of the first
+            training batch (known after the first step; a pruning event at step 0 then
+            needs it given).
 
     # Raises
         ValueError: on invalid arguments (at construction); at `on_train_begin` if the
             model has no (built) PaBT layers, is already driven by another
             `PaBTPruningCallback` in the same `fit`, or the target or budget cannot be met
-            (`target_per_layer` larger than a layer's `M·N`, budget out of range); at a
+            (`target_per_layer` larger than a layer's `M·N`, budget out of range), or
+            the latency table does not match the model (naming the layer); at a
             pruning event with `on_missing_importance="error"`, if a layer to rank has
-            no importance measured.
+            no importance measured, or if the model's input size is still unknown.
+
+    # Warns
+        UserWarning: at `on_train_begin`, when the schedule's last pruning event falls
+            after the last step of the `fit` (`params["epochs"] · params["steps"]`):
+            the target would not be reached.
     """
 
     def __init__(
@@ -133,6 +159,9 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         verbose: int = 0,
         on_missing_importance: str = "error",
         order: str = "convolution",
+        latency_budget_ms: float | None = None,
+        latency_table: Any = None,
+        reference_input_shape: Sequence[int] | None = None,
     ):
         super().__init__()
         try:
@@ -178,6 +207,11 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         if order not in ORDERS:
             raise ValueError(f"`order` must be one of {ORDERS}, got {order!r}.")
         self.order = order
+        self.latency_budget_ms, self.latency_table = checks.latency_arguments(
+            latency_budget_ms, latency_table, self.budget, self.mac_weighted, self.ranking,
+            self.target_per_layer,
+        )  # fmt: skip
+        self.reference_input_shape = checks.reference_shape_argument(reference_input_shape)
         self.events: list[dict] = []  # one record per pruning event of this process
         self._layers: list[PaBTLayer] = []
         self._loaded = False
@@ -198,6 +232,9 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             "verbose": self.verbose,
             "on_missing_importance": self.on_missing_importance,
             "order": self.order,
+            "latency_budget_ms": self.latency_budget_ms,
+            "latency_table": None if self.latency_table is None else self.latency_table.to_dict(),
+            "reference_input_shape": self.reference_input_shape,
         }
 
     @classmethod
@@ -229,15 +266,14 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
                 f"than the number of binary convolutions of {', '.join(too_small)}; the "
                 "schedule cannot be met."
             )
-        macs = np.array([layer.binary_conv_macs() for layer in layers], dtype=np.float64)
-        if self.budget is not None:
-            full = pruning.mac_weighted_mean(macs, [layer.num_binary_convs for layer in layers])
-            if self.budget > full:
-                raise ValueError(
-                    f"PaBTPruningCallback: `budget`={self.budget} is above the network's "
-                    f"unpruned mean of {full:.3f} binary convolutions per layer: nothing "
-                    "to prune."
-                )
+        if self.reference_input_shape is not None:
+            set_reference_input_shape(self.model, self.reference_input_shape)
+        self._layers = layers
+        self._macs = None
+        if all(layer.reference_input_shape is not None for layer in layers):
+            self._setup_costs()  # else after the first step, at the first batch's size
+        start = max(layer.get_pruning_step() for layer in layers)  # a continued fit
+        checks.warn_late_schedule(self.schedule, self.decay_steps, getattr(self, "params", None), start)
         if not isinstance(self.model, PaBTModel):
             warnings.warn(
                 f"PaBTPruningCallback: model {self.model.name!r} is a "
@@ -249,31 +285,47 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
                 UserWarning,
                 stacklevel=2,
             )
-        self._layers = layers
-        self._macs = macs
         self._loaded = False  # weights are read at the first epoch: BackupAndRestore
         # (possibly listed after this callback) restores them in its on_train_begin.
         if self.log_dir is not None and self._should_write():
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pabt"))
 
-    def _refuse_a_second_callback(self) -> None:
-        """Two callbacks in one `fit` would each run their schedule on the same masks, and
-        the later one's target would silently break. Keras gives the callbacks of one
-        `fit` the same `params` dict; a callback of an earlier (even interrupted) `fit`
-        has another, so it does not count."""
-        params = getattr(self, "params", None)
-        for other in list(_STARTED) if params is not None else []:
-            same_fit = getattr(other, "params", None) is params and other.model is self.model
-            if other is not self and same_fit:
+    def _setup_costs(self) -> None:
+        """Per-layer costs at the layers' reference input shapes, and the checks that
+        need them (budget range, the latency table matching the model)."""
+        layers = self._layers
+        macs = np.array([layer.binary_conv_macs() for layer in layers], dtype=np.float64)
+        if self.budget is not None:
+            full = pruning.mac_weighted_mean(macs, [layer.num_binary_convs for layer in layers])
+            if self.budget > full:
                 raise ValueError(
-                    f"PaBTPruningCallback: model {self.model.name!r} is already driven by "
-                    f"another PaBTPruningCallback in this fit (target_per_layer="
-                    f"{other.target_per_layer}, budget={other.budget}); this one "
-                    f"(target_per_layer={self.target_per_layer}, budget={self.budget}) would "
-                    "prune the same layers on its own schedule and break the other's target. "
-                    "Pass one PaBTPruningCallback per fit."
+                    f"PaBTPruningCallback: `budget`={self.budget} is above the network's "
+                    f"unpruned mean of {full:.3f} binary convolutions per layer: nothing "
+                    "to prune."
                 )
-        _STARTED.add(self)
+        self._costs = macs
+        if self.latency_table is not None:
+            self.latency_table.check_model(self.model)
+            per_conv = np.array([row.per_conv_ms for row in self.latency_table.layers], np.float64)
+            # A free binary convolution (per_conv 0) must still rank: tiny, not zero.
+            self._costs = np.maximum(per_conv, 1e-6 * max(float(per_conv.max()), 1e-9))
+        self._macs = macs
+
+    def _require_costs(self, step: int) -> None:
+        if self._macs is not None:
+            return
+        if all(layer.reference_input_shape is not None for layer in self._layers):
+            self._setup_costs()
+            return
+        raise ValueError(
+            f"PaBTPruningCallback: pruning event at step {step}, but the model's PaBT layers "
+            "take inputs of unknown size and none is known yet: pass "
+            "`reference_input_shape=(1, H, W, C)` (or call "
+            "pabt_tf.set_reference_input_shape(model, ...)) before fit."
+        )
+
+    def _refuse_a_second_callback(self) -> None:
+        checks.refuse_a_second_callback(self, _STARTED)
 
     def _should_write(self) -> bool:
         # Only the chief writes summaries (MultiWorkerMirroredStrategy).
@@ -309,9 +361,12 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
                 event = step
         self._checked = self._step
         if event is not None:
+            self._require_costs(event)
             self._prune(event, self.schedule.remaining_fraction(event))
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._macs is None:  # the first step ran: its batch's size is known now
+            self._require_costs(self._step)
         n = batch - self._batch_begin + 1
         self._step += n
         for layer in self._layers:
@@ -321,8 +376,10 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
                 self._in_progress.discard(i)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._layers:
+        if logs is not None and self._layers and self._macs is not None:
             logs["mean_binary_convs"] = self.mean_binary_convs
+            if self.latency_table is not None:
+                logs["predicted_latency_ms"] = self.predicted_latency_ms
         if self._loaded:
             self._write_summaries({})
 
@@ -340,6 +397,13 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         return max(layer.get_pruning_step() for layer in pabt_layers(self.model))
 
     @property
+    def predicted_latency_ms(self) -> float | None:
+        """The latency `latency_table` predicts for the current masks (None without one)."""
+        if self.latency_table is None:
+            return None
+        return self.latency_table.predict_masks([layer.binary_conv_mask for layer in self._layers])
+
+    @property
     def mean_binary_convs(self) -> float:
         """MAC-weighted mean number of active binary convolutions per layer (masks)."""
         return pruning.mac_weighted_mean(
@@ -349,10 +413,14 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
     def _prune(self, step: int, fraction: float):
         kept = [layer.kept_binary_conv_mask for layer in self._layers]
         importances = [layer.importance for layer in self._layers]
+        latency = None
+        if self.latency_table is not None:
+            table = self.latency_table
+            latency = pruning.LatencyGoal(table.predict_masks, table.range_ms()[1], self.latency_budget_ms)
         plan = pruning.plan_pruning(
-            importances, kept, self._macs, [self.target_per_layer] * len(self._layers),
-            fraction, self.ranking, self.normalization, self.mac_weighted, self.budget,
-            self.order,
+            importances, kept, self._costs, [self.target_per_layer] * len(self._layers),
+            fraction, self.ranking, self.normalization, self.mac_weighted or latency is not None,
+            self.budget, self.order, latency=latency,
         )  # fmt: skip
         missing = pruning.unmeasured_layers(importances, kept, plan.ranked)
         if missing:
@@ -370,6 +438,9 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
             "active_after": plan.counts_after,
             "pruned": [(self._layers[i].name, m, n) for i, m, n in plan.chosen],
         }
+        if self.latency_table is not None:
+            event["predicted_latency_ms"] = self.latency_table.predict_masks(
+                [layer.kept_binary_conv_mask for layer in self._layers])
         self.events.append(event)
         if self.verbose:
             print(
@@ -380,21 +451,8 @@ class PaBTPruningCallback(tf.keras.callbacks.Callback):
         self._write_summaries({"remaining_fraction": fraction}, step=step)
 
     def _refuse_unmeasured(self, step: int, missing: list[int]) -> None:
-        """Raise (`on_missing_importance="error"`) or warn about layers to rank that have
-        no importance measured."""
-        names = [self._layers[i].name for i in missing]
-        message = (
-            f"PaBTPruningCallback: pruning event at step {step}: no importance measured "
-            f"for PaBT layers {names} (all zero or not finite), so ranking them would "
-            "prune by index order. Importances accumulate in PaBTModel.train_step from "
-            "finite gradients: train a pabt_tf.PaBTModel (or call "
-            "pabt_tf.training.update_importance), check `model.nonfinite_steps` for "
-            "training steps skipped on non-finite gradients (NaN/inf in the data?), and "
-            "let the schedule begin after some training."
-        )
-        if self.on_missing_importance == "error":
-            raise ValueError(message + " (on_missing_importance='skip' skips such events.)")
-        warnings.warn(message + " Nothing pruned at this event.", UserWarning, stacklevel=2)
+        checks.refuse_unmeasured(step, [self._layers[i].name for i in missing],
+                                 self.on_missing_importance)  # fmt: skip
 
     # -- TensorBoard ------------------------------------------------------------------
 

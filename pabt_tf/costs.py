@@ -16,7 +16,105 @@ from pabt_tf.binary_layers import is_binary_quantizer
 from pabt_tf.graph import all_layers
 from pabt_tf.layers import PaBTLayer, pabt_layers
 
-__all__ = ["larq_profile", "larq_summary", "mean_binary_convs", "model_costs", "summary"]
+__all__ = [
+    "deploy_input_shape",
+    "larq_profile",
+    "larq_summary",
+    "mean_binary_convs",
+    "model_costs",
+    "set_reference_input_shape",
+    "summary",
+]
+
+
+def deploy_input_shape(model: tf.keras.Model, input_shape=None, what: str = "input_shape") -> tuple:
+    """The full static input batch shape `(B, H, W, C)` of a single-input model: the
+    model's own when every dimension but the batch is known (batch 1), else
+    `input_shape`.
+
+    # Arguments
+        model: a built single-input Keras model.
+        input_shape: the shape to use, with the batch (`(1, 360, 480, 3)`) or without
+            (`(360, 480, 3)`); its known dimensions must agree with the model's.
+        what: the argument's name, for the error messages.
+
+    # Returns
+        A tuple of positive ints, batch first.
+
+    # Raises
+        ValueError: a model with several inputs (and `input_shape` given), an unknown
+            size and no `input_shape`, or an `input_shape` of the wrong rank, with
+            non-positive entries or disagreeing with the model.
+    """
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        raise ValueError(
+            f"`{what}` needs a model with one input; {model.name!r} has {len(inputs)}."
+        )
+    known = tf.TensorShape(inputs[0].shape).as_list()
+    if input_shape is None:
+        if any(d is None for d in known[1:]):
+            raise ValueError(
+                f"model {model.name!r} takes inputs of any size {tuple(known)}: give the "
+                f"size to use, `{what}=(1, H, W, C)` (e.g. {(1, *[d or 224 for d in known[1:]])})."
+            )
+        return (1, *known[1:])
+    dims = list(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if dims is not None and len(dims) == len(known) - 1:
+        dims = [1, *dims]
+    ok = dims is not None and len(dims) == len(known) and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in dims
+    )
+    if not ok:
+        raise ValueError(
+            f"`{what}` must be {len(known)} positive integers (batch first, e.g. "
+            f"{(1, *[d or 224 for d in known[1:]])}), got {input_shape!r}."
+        )
+    dims = [int(d) for d in dims]
+    clash = [i for i, (k, d) in enumerate(zip(known, dims)) if i > 0 and k not in (None, d)]
+    if clash:
+        raise ValueError(
+            f"`{what}`={tuple(dims)} disagrees with model {model.name!r}'s input shape "
+            f"{tuple(known)} in dimension {clash[0]}."
+        )
+    return tuple(dims)
+
+
+def set_reference_input_shape(model: tf.keras.Model, input_shape) -> dict[str, tuple]:
+    """Count the costs of every PaBT layer of a model at model input shape `input_shape`.
+
+    For a model built on `Input((None, None, C))`: each PaBT layer's input shape at that
+    size is found by tracing the model once (no computation) and stored as the layer's
+    reference (`PaBTLayer.set_reference_input_shape`), which MACs, `mean_binary_convs`,
+    `summary`, the MAC-weighted ranking and the latency budget use.
+
+    # Arguments
+        model: a built single-input model with PaBT layers.
+        input_shape: the model's input shape, with or without the batch
+            (`(1, 360, 480, 3)` or `(360, 480, 3)`).
+
+    # Returns
+        `{layer name: its reference input shape}`.
+
+    # Raises
+        ValueError: see `deploy_input_shape`; a model without PaBT layers, or one whose
+            PaBT layers are not all called when the model runs.
+    """
+    from pabt_tf.layers.reference_shape import recording_input_shapes
+
+    layers = pabt_layers(model)
+    if not layers:
+        raise ValueError(f"Model {model.name!r} has no PaBT layers.")
+    shape = deploy_input_shape(model, input_shape, "input_shape")
+    spec = tf.TensorSpec(shape, model.inputs[0].dtype)
+    with recording_input_shapes() as seen:
+        tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    missing = [layer.name for layer in layers if id(layer) not in seen]
+    if missing:
+        raise ValueError(f"PaBT layers {missing} are not called by model {model.name!r}.")
+    for layer in layers:
+        layer.set_reference_input_shape(seen[id(layer)])
+    return {layer.name: layer.reference_input_shape for layer in layers}
 
 
 def mean_binary_convs(model: tf.keras.Model) -> float:
@@ -64,7 +162,11 @@ def _layer_row(layer: PaBTLayer) -> dict[str, Any]:
     }
 
 
-def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print) -> list[dict]:
+def summary(
+    model: tf.keras.Model,
+    print_fn: Callable[[str], Any] | None = print,
+    latency_table: Any = None,
+) -> list[dict]:
     """Per-layer cost table of a model's PaBT layers.
 
     Columns: layer, bases `M×N`, active binary convolutions, effective bits (= active
@@ -76,6 +178,10 @@ def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print
     # Arguments
         model: a built model containing PaBT layers (nested models are searched).
         print_fn: prints each line of the table; `None` to only return the rows.
+        latency_table: a `pabt_tf.LatencyTable` of this model (or its dict or JSON
+            path): adds each layer's predicted LCE latency at its current mask
+            (`predicted_ms`) and, in the total row, the network's (`predicted_ms`,
+            the layers plus the rest of the network) and the table's source.
 
     # Returns
         The rows as a list of dicts, one per PaBT layer (keys `layer`, `type`,
@@ -85,21 +191,36 @@ def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print
         `mean_binary_convs`).
 
     # Raises
-        ValueError: if the model has no built PaBT layers.
+        ValueError: if the model has no built PaBT layers, or the latency table does not
+            match it (naming the layer).
     """
     layers = pabt_layers(model)
     if not layers or not all(layer.built for layer in layers):
         raise ValueError(f"Model {model.name!r} has no built PaBT layers to summarize.")
+    table = None
+    if latency_table is not None:
+        from pabt_tf.export.latency_tables import LatencyTable
+
+        table = LatencyTable.coerce(latency_table)
+        table.check_model(model)
     rows = [_layer_row(layer) for layer in layers]
     keys = ("binary_convs", "active_binary_convs", "binary_macs", "bops")
     total = {"layer": "Total", **{k: sum(r[k] for r in rows) for k in keys}}
     total["mean_binary_convs"] = mean_binary_convs(model)
+    if table is not None:
+        for row, layer, entry in zip(rows, layers, table.layers):
+            mask = layer.binary_conv_mask
+            row["predicted_ms"] = entry.ms(int(mask.sum()), int(mask.any(axis=0).sum()))
+        total["predicted_ms"] = table.predict_masks([layer.binary_conv_mask for layer in layers])
+        total["rest_ms"] = table.rest_ms
     rows.append(total)
     if print_fn is not None:
         header = ("Layer", "Bases M×N", "Active convs", "Eff. bits (W×A)", "Binary MACs", "BOPs")
-        table = [header]
+        if table is not None:
+            header += ("Predicted ms",)
+        lines = [header]
         for r in rows[:-1]:
-            table.append(
+            lines.append(
                 (
                     r["layer"],
                     f"{r['weight_bases']}×{r['activation_bases']}",
@@ -107,9 +228,10 @@ def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print
                     f"{r['effective_bits']} ({r['weight_bits']}×{r['activation_bits']})",
                     f"{r['binary_macs']:,}",
                     f"{r['bops']:,}",
+                    *([f"{r['predicted_ms']:.3f}"] if table is not None else []),
                 )
             )
-        table.append(
+        lines.append(
             (
                 "Total",
                 "",
@@ -117,9 +239,10 @@ def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print
                 "",
                 f"{total['binary_macs']:,}",
                 f"{total['bops']:,}",
+                *([f"{total['predicted_ms']:.3f}"] if table is not None else []),
             )
         )
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+        widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
 
         def line(row):
             cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w)
@@ -130,12 +253,16 @@ def summary(model: tf.keras.Model, print_fn: Callable[[str], Any] | None = print
         print_fn(f"{model.name}: PaBT layers (per example)")
         print_fn(line(header))
         print_fn(rule)
-        for row in table[1:-1]:
+        for row in lines[1:-1]:
             print_fn(line(row))
         print_fn(rule)
-        print_fn(line(table[-1]))
+        print_fn(line(lines[-1]))
         print_fn(f"Mean active binary convolutions (MAC-weighted): {total['mean_binary_convs']:.3f}"
                  " (1.0 = BNN)")
+        if table is not None:
+            print_fn(f"Predicted LCE latency: {total['predicted_ms']:.3f} ms (layers + "
+                     f"{table.rest_ms:.3f} ms rest; {table.source}, {table.kernels}, "
+                     f"{table.threads} thread(s))")
     return rows
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 __all__ = [
     "NORMALIZATIONS",
     "ORDERS",
+    "LatencyGoal",
     "RANKINGS",
     "PruningPlan",
     "mac_weighted_mean",
@@ -60,6 +61,24 @@ class PruningPlan:
     counts_before: list[int]
     counts_after: list[int]
     ranked: list[bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyGoal:
+    """A latency target for `plan_pruning`.
+
+    # Attributes
+        predict: kept masks (one `(M, N)` bool array per layer) → predicted ms.
+        start_ms: the predicted latency the schedule starts from (unpruned).
+        target_ms: where it ends (`remaining_fraction = 0`).
+    """
+
+    predict: Callable[[list], float]
+    start_ms: float
+    target_ms: float
+
+    def goal(self, remaining_fraction: float) -> float:
+        return self.target_ms + remaining_fraction * (self.start_ms - self.target_ms)
 
 
 def mac_weighted_mean(macs: Sequence[float], counts: Sequence[float]) -> float:
@@ -162,12 +181,14 @@ def plan_pruning(
     mac_weighted: bool = False,
     budget: float | None = None,
     order: str = "convolution",
+    latency: LatencyGoal | None = None,
 ) -> PruningPlan:
     """Choose the binary convolutions a pruning event deactivates.
 
     `"global"`: the lowest `ranking_scores` across layers go until the network keeps
     `scheduled_count(Σ M·N, Σ floors, r)` binary convolutions, or, with a `budget`, until
-    the MAC-weighted mean of kept ones is at or below `budget + r·(full − budget)`.
+    the MAC-weighted mean of kept ones is at or below `budget + r·(full − budget)`, or,
+    with a `latency` goal, until the predicted latency is at or below `latency.goal(r)`.
     `"layerwise"`: every layer goes to `ceil(end + r·(M·N − end))` by its own lowest
     importances, `end` being its floor (or `ceil(budget)` clipped to its `M·N`). No layer
     drops below its floor. Ties go by layer, then index order. `order` restricts which
@@ -179,6 +200,9 @@ def plan_pruning(
         remaining_fraction: the schedule's `r` at this event.
         ranking, normalization, mac_weighted, budget, order: as
             `PaBTPruningCallback`'s.
+        latency: with `"global"` ranking, prune until the predicted latency of the kept
+            masks is at or below `latency.goal(r)` (instead of a count or `budget`);
+            `macs` then holds each layer's cost per binary convolution.
 
     # Returns
         A `PruningPlan`.
@@ -203,7 +227,10 @@ def plan_pruning(
 
     if ranking == "global":
         scores = ranking_scores(importances, kept, macs, normalization, mac_weighted)
-        if budget is None:
+        if latency is not None:
+            goal = latency.goal(remaining_fraction)
+            done = lambda: latency.predict(kept) <= goal + _EPS  # noqa: E731
+        elif budget is None:
             goal = scheduled_count(sum(sizes), int(np.sum(floors)), remaining_fraction)
             done = lambda: counts.sum() <= goal  # noqa: E731
         else:

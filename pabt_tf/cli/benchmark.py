@@ -147,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and unfused export) and time each against K = 1 on this host (indirect BGEMM)",
     )  # fmt: skip
     parser.add_argument(
+        "--latency-table", metavar="OUT.json",
+        help="write the per-layer LCE latency table of the Keras model the flatbuffer came "
+        "from (pabt_tf.LatencyTable, for PaBTPruningCallback(latency_budget_ms=...)): on "
+        "this host, measured with twins of the model (pabt_tf.latency_table, first "
+        "--threads value); with --device, from the op profile of the flatbuffer on the "
+        "board (--enable_op_profiling=true is added); the flatbuffer must be "
+        "pabt-convert's (unfused) export of that model",
+    )  # fmt: skip
+    parser.add_argument(
         "--patterns", nargs="+", default=["same_activation", "same_weight", "spread"],
         help="mask patterns of --k-sweep (pabt_tf.export.PATTERNS; default: all three)",
     )
@@ -306,6 +315,49 @@ def run_k_sweep(args) -> int:
     return EXIT_OK
 
 
+def run_latency_table(args, flatbuffer: bytes) -> int:
+    """`--latency-table OUT.json`: the table on this host or from the board's op profile."""
+    from pabt_tf.cli.common import write_atomically
+    from pabt_tf.cli.model_loading import load_keras_model
+    from pabt_tf.export import latency_table, table_from_profile
+
+    path = _keras_model_path(args)
+    if path is None:
+        raise CliError(
+            "--latency-table needs the Keras model the flatbuffer came from; none found next "
+            f"to {args.flatbuffer!r} (expected <name>.keras). Pass --keras-model PATH."
+        )
+    model = load_keras_model(path, unsafe=args.unsafe)
+    threads = args.threads[0]
+    shape = tuple(_interpreter(flatbuffer, 1, "default").input_shapes[0])
+    try:
+        if not args.device:
+            print(f"Measuring the latency table of {path} on this host ({threads} thread(s))...",
+                  flush=True)  # fmt: skip
+            table = latency_table(model, threads=threads, input_shape=shape)
+        else:
+            kind = args.device[0]
+            host = args.device[1] if kind == "ssh" else None
+            setup, runs = device_commands(
+                kind, [os.path.abspath(args.flatbuffer)], args.benchmark_binary, (threads,),
+                host=host, remote_dir=args.remote_dir, serial=args.adb_serial,
+                extra_args=(*shlex.split(args.benchmark_args), "--enable_op_profiling=true"),
+            )  # fmt: skip
+            if args.dry_run:
+                for cmd in setup + [cmd for _, _, cmd in runs]:
+                    print(shlex.join(cmd))
+                return EXIT_OK
+            ((_, _, parsed),) = run_device_benchmark(setup, runs)
+            table = table_from_profile(model, flatbuffer, parsed["output"], threads=threads,
+                                       device=" ".join(args.device))  # fmt: skip
+    except ValueError as err:
+        raise CliError(f"--latency-table: {err}") from err
+    write_atomically(os.path.abspath(args.latency_table), (table.to_json() + "\n").encode())
+    print(table)
+    print(f"Wrote {args.latency_table}")
+    return EXIT_OK
+
+
 def run(args) -> int:
     check_count(args.threads, "--threads")
     check_count(args.rounds, "--rounds")
@@ -329,6 +381,8 @@ def run(args) -> int:
     )
     if args.k_sweep:
         return run_k_sweep(args)
+    if args.latency_table:
+        return run_latency_table(args, flatbuffer)
     twins = build_twins(args, flatbuffer)
     if args.device:
         return run_device(args, flatbuffer, twins)

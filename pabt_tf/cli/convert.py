@@ -1,6 +1,7 @@
 """`pabt-convert`: a trained PaBT model (.keras / .h5 / SavedModel) → verified LCE flatbuffer.
 
     pabt-convert MODEL OUT.tflite [--verify-samples N] [--require-bnn] [--target arm|xcore]
+                 [--input-shape 1,H,W,C]
 
 Strips the PaBT layers (`pabt_tf.strip_pabt`), converts with Larq Compute Engine, checks
 that every active binary convolution became an `LceBconv2d`, and compares LCE's
@@ -26,7 +27,7 @@ Exit codes: 0 success; 1 a check failed (a binary convolution left float, verifi
 failed) or OUT could not be written; 2 bad input (missing/unreadable model, a model
 carrying code, a bad output path, no PaBT layers, not a BNN under `--require-bnn`, a
 model it cannot convert or verify, e.g. non-float inputs or outputs it cannot match to
-the flatbuffer's, bad arguments: every number is checked before anything runs, `--atol`
+the flatbuffer's, a model of unknown input size without `--input-shape`, bad arguments: every number is checked before anything runs, `--atol`
 finite and ≥ 0, `--min-top1` in [0, 1], `--verify-samples` an integer ≥ 0).
 """
 
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-top1", type=float, default=0.99, help="min top-1 agreement LCE vs Keras"
     )
     parser.add_argument(
+        "--input-shape", type=_input_shape, default=None, metavar="B,H,W,C",
+        help="input shape to deploy at, e.g. 1,360,480,3: required for a model built on "
+        "inputs of unknown size (Input((None, None, C))); its known dimensions must agree "
+        "with the model's",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-strict", action="store_true",
         help="write the flatbuffer and exit 0 even if a check fails (prints the failures)",
     )  # fmt: skip
@@ -93,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         "can run any TensorFlow op); use only for files you trust",
     )  # fmt: skip
     return parser
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    """`--input-shape 1,360,480,3` → `(1, 360, 480, 3)` (positive integers)."""
+    try:
+        dims = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, batch first (e.g. 1,360,480,3), got {text!r}"
+        )
+    return dims
 
 
 def verification_inputs(model, samples: int, seed: int = 0) -> tuple[np.ndarray | list, str]:
@@ -187,6 +207,27 @@ def run(args: argparse.Namespace) -> int:
             f"model {args.model!r} has no PaBT (binary) layers: nothing for pabt-convert to "
             "export. Plain Larq models convert with larq_compute_engine.convert_keras_model."
         )
+    # Issue 27 part 7: a model of unknown input size is converted at --input-shape.
+    from pabt_tf.costs import deploy_input_shape
+
+    dynamic = any(d is None for ref in model.inputs for d in tuple(ref.shape)[1:])
+    deploy_shape = None
+    if dynamic and args.input_shape is None:
+        shape = tuple(model.inputs[0].shape)
+        raise CliError(
+            f"model {args.model!r} takes inputs of unknown size {shape}: give the input shape "
+            f"to deploy at, --input-shape {','.join(str(d or 224) for d in (1, *shape[1:]))} "
+            "(batch first); LCE would otherwise build a flatbuffer that only takes 1x1 inputs."
+        )
+    if args.input_shape is not None:
+        try:
+            deploy_shape = deploy_input_shape(model, args.input_shape, "--input-shape")
+        except ValueError as err:
+            raise CliError(str(err)) from err
+    if dynamic:  # costs (mean binary convs) at the size deployed; the file is untouched
+        from pabt_tf.costs import set_reference_input_shape
+
+        set_reference_input_shape(model, deploy_shape)
     mean_convs = mean_binary_convs(model)
     print(f"Model {args.model}: {len(layers)} PaBT layer(s)")
     print(_layer_table(model))
@@ -200,7 +241,11 @@ def run(args: argparse.Namespace) -> int:
         )
 
     inputs, described = (None, "skipped (--verify-samples 0)")
-    if args.verify_samples:
+    if args.verify_samples and dynamic:  # random inputs at the size deployed
+        rng = np.random.default_rng(0)
+        inputs = rng.standard_normal((args.verify_samples, *deploy_shape[1:])).astype(np.float32)
+        described = f"{args.verify_samples} random N(0, 1) inputs of shape {deploy_shape[1:]}"
+    elif args.verify_samples:
         inputs, described = verification_inputs(model, args.verify_samples)
     print(f"Converting (target={args.target}); verification inputs: {described}")
     try:
@@ -211,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
             atol=args.atol,
             min_top1=args.min_top1,
             target=args.target,
+            input_shape=deploy_shape,
         )
         failure = None
     except ConversionError as err:

@@ -188,7 +188,8 @@ def check_benchmark_binary(device: str, benchmark_binary: str | None) -> None:
 
 
 def run_device_benchmark(setup, runs, timeout: float = 600.0) -> list[tuple[str, int, dict]]:
-    """Run the commands of `device_commands` and parse each run's output.
+    """Run the commands of `device_commands` and parse each run's output (the parsed
+    timings, and the whole text under `"output"`).
 
     # Raises
         CliError: a command fails (its output is shown) or prints no timing.
@@ -206,7 +207,9 @@ def run_device_benchmark(setup, runs, timeout: float = 600.0) -> list[tuple[str,
         if proc.returncode != 0:
             raise CliError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{text}")
         try:
-            results.append((path, threads, parse_benchmark_output(text)))
+            parsed = parse_benchmark_output(text)
+            parsed["output"] = text  # e.g. for an op profile (--enable_op_profiling=true)
+            results.append((path, threads, parsed))
         except ValueError as err:
             raise CliError(f"`{shlex.join(cmd)}`: {err}") from err
     return results

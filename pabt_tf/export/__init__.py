@@ -13,6 +13,9 @@ DESIGN.md §1.4. One job per module, each usable on its own:
 - `conversion`: `convert` / `convert_with_report`, all of the above in one call.
 - `latency`: `host_latencies`, flatbuffers timed in LCE's interpreter on this host,
   interleaved (`paired_ratio` between two of them).
+- `latency_tables`: `LatencyTable`, per-layer LCE latency as a function of the active
+  binary convolutions (JSON); `latency_measure`: `latency_table(model)`, measured on this
+  host, and `table_from_profile`, read from a board's op profile.
 - `sweep`: `k_sweep`, the model converted with k active binary convolutions per layer
   (mask patterns, fused and unfused), and `time_sweep`, those variants timed against the
   `k = 1` network, for deployment benchmarks.
@@ -26,6 +29,8 @@ from pabt_tf.export import (
     conversion,
     flatbuffer,
     latency,
+    latency_measure,
+    latency_tables,
     strip,
     stripped_layers,
     sweep,
@@ -53,6 +58,13 @@ from pabt_tf.export.latency import (
     load_text,
     paired_ratio,
 )
+from pabt_tf.export.latency_measure import (
+    OpTime,
+    latency_table,
+    parse_op_profile,
+    table_from_profile,
+)
+from pabt_tf.export.latency_tables import LatencyTable, LayerLatency
 from pabt_tf.export.strip import bconv_count, bconv_name, bconv_owner, parse_bconv_name, strip_pabt
 from pabt_tf.export.stripped_layers import (
     ChannelBias,
@@ -85,6 +97,8 @@ __all__ = [
     *verification.__all__,
     *conversion.__all__,
     *latency.__all__,
+    *latency_measure.__all__,
+    *latency_tables.__all__,
     *sweep.__all__,
     "rewrite_model",
     "NodeContext",

@@ -15,7 +15,7 @@ import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
-from pabt_tf.costs import mean_binary_convs
+from pabt_tf.costs import deploy_input_shape, mean_binary_convs, set_reference_input_shape
 from pabt_tf.export.check import check_operators, unrunnable_operators
 from pabt_tf.export.flatbuffer import count_operators, operator_list
 from pabt_tf.export.precision import check_finite_weights, float32_model, float32_scope
@@ -147,6 +147,7 @@ def convert_with_report(
     atol: float = 1e-3,
     min_top1: float = 0.99,
     fused: bool = False,
+    input_shape=None,
     **lce_options,
 ) -> ConversionReport:
     """`strip_pabt` + `larq_compute_engine.convert_keras_model` + checks.
@@ -159,6 +160,9 @@ def convert_with_report(
         atol, min_top1: verification thresholds.
         fused: `strip_pabt`'s `fused` (`True`: the weight bases of each activation base
             fused; `False`, the default: one convolution per active binary convolution).
+        input_shape: the input shape to deploy at, batch first (`(1, 360, 480, 3)`):
+            required for a model built on `Input((None, None, C))` (`strip_pabt`'s
+            `input_shape`); `inputs`, if given, must have that shape.
         **lce_options: passed to `convert_keras_model` (`target="arm"|"xcore"`,
             `inference_input_type`, ...).
 
@@ -169,12 +173,13 @@ def convert_with_report(
         ConversionError: with `strict=True`, on a failed check (the message names the
             layers and the reasons; `.report` holds the report).
         TypeError / ValueError: from `strip_pabt`, or LCE's own checks (e.g. a
-            non-float32 model).
+            non-float32 model); a model of unknown input size without `input_shape`.
     """
+    _check_static_size(model, input_shape)
     check_finite_weights(model)  # a NaN-ruined model: name the cause, not a symptom
     model = float32_model(model)  # LCE converts float32; mixed-precision weights are float32
     with float32_scope():  # layers strip creates must not pick up a global mixed policy
-        stripped = strip_pabt(model, fused=fused)
+        stripped = strip_pabt(model, fused=fused, input_shape=input_shape)
         flatbuffer, lce_warnings = _convert_recording_warnings(stripped, lce_options)
     ops = operator_list(flatbuffer)  # parsed once: the check and the report share it
     checks, problems, notes = check_operators(stripped, ops)
@@ -190,7 +195,7 @@ def convert_with_report(
         found_bconvs=sum(c.found for c in checks),
         problems=problems,
         notes=notes + lce_warnings,
-        mean_binary_convs=mean_binary_convs(model) if pabt_layers(model) else None,
+        mean_binary_convs=_mean_at(model, input_shape) if pabt_layers(model) else None,
         bconv_ops=sum(1 for op in ops if op.is_binary_conv),
         fused=fused,
     )
@@ -207,8 +212,47 @@ def convert_with_report(
     return report
 
 
+def _mean_at(model: tf.keras.Model, input_shape) -> float:
+    """`mean_binary_convs` at the size converted at, for layers of unknown input size
+    (their own reference shapes are left as they were)."""
+    layers = [layer for layer in pabt_layers(model) if not layer.has_static_input_shape]
+    if input_shape is None or not layers:
+        return mean_binary_convs(model)
+    saved = [getattr(layer, "_reference_input_shape", None) for layer in layers]
+    try:
+        set_reference_input_shape(model, input_shape)
+        return mean_binary_convs(model)
+    finally:
+        for layer, shape in zip(layers, saved):
+            layer._reference_input_shape = shape
+
+
+def _check_static_size(model: tf.keras.Model, input_shape) -> None:
+    """LCE converts a model of unknown spatial size without complaint into one that only
+    accepts 1×1 inputs: refuse it here, naming the way out."""
+    if input_shape is not None:
+        deploy_input_shape(model, input_shape, "input_shape")  # raises on a bad one
+        return
+    for ref in getattr(model, "inputs", None) or []:
+        dims = tf.TensorShape(ref.shape).as_list()
+        if any(d is None for d in dims[1:]):
+            example = (1, *[d or 224 for d in dims[1:]])
+            raise ValueError(
+                f"model {model.name!r} takes inputs of unknown size {tuple(dims)}: give the "
+                f"input shape to deploy at, e.g. convert(model, input_shape={example}) "
+                "(pabt-convert --input-shape "
+                f"{','.join(str(d) for d in example)}); LCE would otherwise build a "
+                "flatbuffer that only takes 1×1 inputs."
+            )
+
+
 def convert(
-    model: tf.keras.Model, *, strict: bool = True, fused: bool = False, **lce_options
+    model: tf.keras.Model,
+    *,
+    strict: bool = True,
+    fused: bool = False,
+    input_shape=None,
+    **lce_options,
 ) -> bytes:
     """`strip_pabt` then LCE's `convert_keras_model`, checked: every binary convolution
     must come out as (part of) an `LceBconv2d` (one per active binary convolution, or
@@ -219,6 +263,8 @@ def convert(
         strict: raise on a binary convolution that came out float (default); `False`
             warns with the report instead.
         fused: `strip_pabt`'s `fused`.
+        input_shape: the input shape to deploy at, batch first (`(1, 360, 480, 3)`),
+            required for a model built on `Input((None, None, C))`.
         **lce_options: passed to `larq_compute_engine.convert_keras_model`.
 
     # Returns
@@ -227,5 +273,8 @@ def convert(
 
     # Raises
         ConversionError: a binary convolution did not become an `LceBconv2d` (strict).
+        ValueError: a model of unknown input size without `input_shape`.
     """
-    return convert_with_report(model, strict=strict, fused=fused, **lce_options).flatbuffer
+    return convert_with_report(
+        model, strict=strict, fused=fused, input_shape=input_shape, **lce_options
+    ).flatbuffer

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 __all__ = [
+    "CLOCKS",
     "KERNELS",
     "Latency",
     "host_latencies",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 KERNELS = ("indirect_bgemm", "default")
+CLOCKS = ("wall", "thread")
 
 
 @dataclasses.dataclass
@@ -80,6 +82,7 @@ def host_latencies(
     warmup: int = 2,
     seed: int = 0,
     kernel_overrides: dict[str, str] | None = None,
+    clock: str = "wall",
 ) -> list[Latency]:
     """Median single-sample latency of each flatbuffer, interleaved.
 
@@ -94,6 +97,11 @@ def host_latencies(
         rounds, repeats, warmup: timing schedule.
         kernel_overrides: `{label: kernels}` for models that always run with one setting
             (e.g. a float model with "xnnpack"), timed in every group.
+        clock: `"wall"` (default: elapsed time) or `"thread"`: the CPU time of the
+            calling thread (`time.thread_time`), one-thread runs only. With one thread
+            LCE's interpreter computes in the calling thread, so on an idle core both
+            are the latency; on a shared machine the thread clock leaves out the time
+            other processes hold the core, which wall time counts.
 
     # Returns
         One `Latency` per (label, kernels, threads).
@@ -115,6 +123,11 @@ def host_latencies(
     for t in threads:
         if not isinstance(t, int) or t < 1:
             raise ValueError(f"`threads` must hold positive integers, got {threads!r}.")
+    if clock not in CLOCKS:
+        raise ValueError(f"`clock` must be one of {CLOCKS}, got {clock!r}.")
+    if clock == "thread" and any(t != 1 for t in threads):
+        raise ValueError(f"`clock='thread'` times one-thread runs only, got threads={threads!r}.")
+    now = time.perf_counter if clock == "wall" else time.thread_time
     rng = np.random.default_rng(seed)
     results = []
     for n_threads in threads:
@@ -140,9 +153,9 @@ def host_latencies(
                     it = interpreters[label]
                     ts = []
                     for _ in range(repeats):
-                        start = time.perf_counter()
+                        start = now()
                         it.interpreter.predict([x])
-                        ts.append(1000.0 * (time.perf_counter() - start))
+                        ts.append(1000.0 * (now() - start))
                     times[label] += ts
                     per_round[label].append(statistics.median(ts))
             for label, ts in times.items():

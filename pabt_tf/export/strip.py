@@ -55,6 +55,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf.costs import deploy_input_shape
 from pabt_tf.export.stripped_layers import (
     ChannelBias,
     ChannelGroupSum,
@@ -62,7 +63,7 @@ from pabt_tf.export.stripped_layers import (
     DilatedQuantConv2D,
     ThresholdShift,
 )
-from pabt_tf.graph import NodeContext, rewrite_model
+from pabt_tf.graph import NodeContext, _GraphRewriter, rewrite_model
 from pabt_tf.layers import PaBTConv2D, PaBTDense, PaBTLayer, pabt_layers
 
 __all__ = [
@@ -290,7 +291,7 @@ def _expand_pabt_layer(
 
 
 def strip_pabt(
-    model: tf.keras.Model, name: str | None = None, *, fused: bool = False
+    model: tf.keras.Model, name: str | None = None, *, fused: bool = False, input_shape=None
 ) -> tf.keras.Model:
     """A plain Keras/Larq functional model with no PaBT layers and the same function.
 
@@ -328,6 +329,11 @@ def strip_pabt(
         name: name of the returned model (default `"<model>_stripped"`).
         fused: fuse the weight bases of each activation base (`True`), or one binary
             convolution per active binary convolution (`False`, the default).
+        input_shape: the static input shape of the returned model, batch first (e.g.
+            `(1, 360, 480, 3)`), for a model built on `Input((None, None, C))`: the size
+            to deploy at (LCE converts a model of unknown size into one that only takes
+            1×1 images). Its known dimensions must agree with the model's. Default: the
+            model's own input shape. Single-input models only.
 
     # Returns
         A functional `tf.keras.Model`.
@@ -348,7 +354,14 @@ def strip_pabt(
             return _expand_pabt_layer(layer, x, context, fused=fused)
         return None
 
-    stripped = rewrite_model(model, replace, name or f"{model.name}_stripped")
+    name = name or f"{model.name}_stripped"
+    if input_shape is None:
+        stripped = rewrite_model(model, replace, name)
+    else:
+        shape = deploy_input_shape(model, input_shape, "input_shape")
+        ref = model.inputs[0]
+        inputs = tf.keras.Input(batch_shape=shape, dtype=ref.dtype, name=ref._keras_history.layer.name)
+        stripped = tf.keras.Model(inputs, _GraphRewriter(replace).run(model, [inputs]), name=name)
     left = pabt_layers(stripped)  # the rewriter copies calls on several tensors
     if left:
         raise ValueError(f"{left[0].name} must be called on one tensor to be rewritten.")

@@ -34,6 +34,7 @@ import tensorflow as tf
 from tf_keras.src import backend as _keras_backend  # unique layer names
 
 from pabt_tf._validation import check_int
+from pabt_tf.layers.reference_shape import ReferenceShape
 from pabt_tf.layers.state import PruningState, is_active
 from pabt_tf.quantizers import ABCWeightBases, MultiBaseSign, RandomSign, get_binary_quantizer
 
@@ -42,7 +43,7 @@ __all__ = ["PaBTLayer"]
 _BASES = ("independent", "abc")
 
 
-class PaBTLayer(PruningState, tf.keras.layers.Layer):
+class PaBTLayer(PruningState, ReferenceShape, tf.keras.layers.Layer):
     """Base class of multi-base binary layers: arguments, weights, folding, forward.
 
     Subclasses define the kernel shape of one binary convolution and the binary op.
@@ -235,7 +236,7 @@ class PaBTLayer(PruningState, tf.keras.layers.Layer):
             )
         self._add_pruning_state()
         self.input_quantizer.build(input_shape)
-        self._input_shape_for_macs = input_shape
+        self._built_input_shape = input_shape
         super().build(input_shape)
 
     # -- forward ----------------------------------------------------------------------
@@ -322,6 +323,7 @@ class PaBTLayer(PruningState, tf.keras.layers.Layer):
         return y
 
     def call(self, inputs):
+        self._remember_input_shape(inputs.shape)
         inputs = tf.cast(inputs, self.compute_dtype)
         folded = self._fold()
         N = self.activation_bases
@@ -356,7 +358,7 @@ class PaBTLayer(PruningState, tf.keras.layers.Layer):
     # -- cost -------------------------------------------------------------------------
 
     def binary_conv_macs(self) -> int:
-        """MACs of *one* binary convolution (per example)."""
+        """MACs of *one* binary convolution (per example), at `reference_input_shape`."""
         self._check_built("binary_conv_macs")
         return int(np.prod(self._kernel_shape(int(self._input_shape_for_macs[-1])))) * int(
             self._output_pixels()

@@ -55,7 +55,7 @@ class PaBTDense(PaBTLayer):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.units])
 
     def _output_pixels(self) -> int:
-        return int(np.prod([d or 1 for d in self._input_shape_for_macs[1:-1]], dtype=np.int64))
+        return int(np.prod([int(d) for d in self._input_shape_for_macs[1:-1]], dtype=np.int64))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units}

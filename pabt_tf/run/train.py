@@ -45,6 +45,7 @@ from pabt_tf.costs import model_costs
 from pabt_tf.data import load_datasets
 from pabt_tf.layers import pabt_layers
 from pabt_tf.run.evaluation import convert_run, loss_for, metrics_for, segmentation_results
+from pabt_tf.run.latency import latency_results, latency_target
 from pabt_tf.run.plots import plot_run
 from pabt_tf.run.recorders import EpochRecorder, EvaluateBeforePruning, EventLog
 from pabt_tf.run.records import code_version, write_json
@@ -101,6 +102,9 @@ DEFAULTS: dict[str, Any] = dict(
     distill_weight=0.0,
     distill_temperature=2.0,
     bn_recalibration_batches=0,
+    latency_budget_ms=None,
+    latency_budget_x_bnn=None,
+    latency_table=None,
 )
 
 
@@ -270,6 +274,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
             # The teacher is saved in the run, so a resumed run distils from the same one.
             teacher_path = os.path.join(out, "teacher", "weights")
             callbacks.append(TeacherSnapshot(schedule.begin_step, teacher_path))
+        latency = latency_target(config, model, out)  # issue 28: {} without a target
         pruning = pabt_tf.PaBTPruningCallback(
             schedule,
             target_per_layer=config["target_per_layer"],
@@ -280,6 +285,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
             decay_steps=config["decay_steps"],
             budget=config["budget"],
             order=config["prune_order"],
+            **latency,
         )
         callbacks.append(pruning)
     recorder = EpochRecorder()
@@ -381,6 +387,8 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
             results["keras_save_error"] = f"{type(err).__name__}: {err}"
     if config["convert"]:
         results.update(convert_run(model, config, ds.test, out, ds.ignore_label))
+    if pruning is not None and pruning.latency_table is not None:  # issue 28: measured
+        results.update(latency_results(model, pruning, results.get("tflite")))
     write_json(os.path.join(out, "results.json"), results)
     finish(out)
     return results
