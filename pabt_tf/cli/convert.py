@@ -27,8 +27,9 @@ Exit codes: 0 success; 1 a check failed (a binary convolution left float, verifi
 failed) or OUT could not be written; 2 bad input (missing/unreadable model, a model
 carrying code, a bad output path, no PaBT layers, not a BNN under `--require-bnn`, a
 model it cannot convert or verify, e.g. non-float inputs or outputs it cannot match to
-the flatbuffer's, a model of unknown input size without `--input-shape`, bad arguments: every number is checked before anything runs, `--atol`
-finite and ≥ 0, `--min-top1` in [0, 1], `--verify-samples` an integer ≥ 0).
+the flatbuffer's, a model of unknown input size without `--input-shape`, bad arguments:
+every number is checked before anything runs, `--atol` finite and ≥ 0, `--min-top1` in
+[0, 1], `--verify-samples` an integer ≥ 0).
 """
 
 from __future__ import annotations
