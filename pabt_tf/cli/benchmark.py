@@ -280,22 +280,29 @@ _KERNEL_SETTINGS = {
 }
 
 
+def _required_keras_model(args, what: str):
+    """`(path, model)` of the Keras model the flatbuffer came from (`--keras-model`, or
+    `<name>.keras` beside it); a `CliError` starting with `what` when there is none."""
+    from pabt_tf.cli.model_loading import load_keras_model
+
+    path = _keras_model_path(args)
+    if path is None:
+        raise CliError(
+            f"{what} the Keras model the flatbuffer came from; none found next to "
+            f"{args.flatbuffer!r} (expected <name>.keras). Pass --keras-model PATH."
+        )
+    return path, load_keras_model(path, unsafe=args.unsafe)
+
+
 def run_k_sweep(args) -> int:
     """`--k-sweep`: the Keras model next to the flatbuffer, converted per k and mask
     pattern (fused and unfused) and timed against its k = 1 network on this host."""
-    from pabt_tf.cli.model_loading import load_keras_model
     from pabt_tf.export import PATTERNS, ConversionError, format_sweep, k_sweep, time_sweep
 
     bad = [p for p in args.patterns if p not in PATTERNS]
     if bad:
         raise CliError(f"--patterns: unknown pattern(s) {bad}; choose from {list(PATTERNS)}.")
-    path = _keras_model_path(args)
-    if path is None:
-        raise CliError(
-            "--k-sweep converts the Keras model the flatbuffer came from; none found next to "
-            f"{args.flatbuffer!r} (expected <name>.keras). Pass --keras-model PATH."
-        )
-    model = load_keras_model(path, unsafe=args.unsafe)
+    path, model = _required_keras_model(args, "--k-sweep converts")
     ks = sorted(set(args.k_sweep) | {1})
     print(f"k-sweep of {path}: k = {ks}, patterns {args.patterns}; converting...", flush=True)
     try:
@@ -318,16 +325,9 @@ def run_k_sweep(args) -> int:
 def run_latency_table(args, flatbuffer: bytes) -> int:
     """`--latency-table OUT.json`: the table on this host or from the board's op profile."""
     from pabt_tf.cli.common import write_atomically
-    from pabt_tf.cli.model_loading import load_keras_model
     from pabt_tf.export import latency_table, table_from_profile
 
-    path = _keras_model_path(args)
-    if path is None:
-        raise CliError(
-            "--latency-table needs the Keras model the flatbuffer came from; none found next "
-            f"to {args.flatbuffer!r} (expected <name>.keras). Pass --keras-model PATH."
-        )
-    model = load_keras_model(path, unsafe=args.unsafe)
+    path, model = _required_keras_model(args, "--latency-table needs")
     threads = args.threads[0]
     shape = tuple(_interpreter(flatbuffer, 1, "default").input_shapes[0])
     try:
