@@ -169,30 +169,21 @@ def optimizer_bytes(optimizer, model) -> dict:
     import larq as lq
 
     inner = list(getattr(optimizer, "optimizers", [optimizer]))  # CaseOptimizer
-    slot_ids, per_optimizer = {}, {}
+    kinds = {}  # id(slot) -> the kind of variable it belongs to
+    for opt, v in ((opt, v) for opt in inner for v in model.trainable_variables):
+        for slot in opt.get_slot_names():
+            try:
+                kinds[id(opt.get_slot(v, slot))] = (
+                    "binary_slots" if lq.optimizers.Bop.is_binary_variable(v) else "float_slots")
+            except KeyError:  # another optimizer of the CaseOptimizer trains v
+                pass
     out = dict(binary_slots=0, float_slots=0, counters=0)
-    for opt in inner:
-        for v in model.trainable_variables:
-            kind = "binary_slots" if lq.optimizers.Bop.is_binary_variable(v) else "float_slots"
-            for slot in opt.get_slot_names():
-                try:
-                    s = opt.get_slot(v, slot)
-                except KeyError:  # another optimizer of the CaseOptimizer trains v
-                    continue
-                slot_ids[id(s)] = kind
-        names = sorted(opt.get_slot_names())
-        total = sum(_nbytes(w) for w in opt.weights)
-        key = type(opt).__name__
-        per_optimizer[key] = {"slots": names, "bytes": total}
-    seen = set()
-    for opt in inner:
-        for w in opt.weights:
-            if id(w) in seen:
-                continue
-            seen.add(id(w))
-            out[slot_ids.get(id(w), "counters")] += _nbytes(w)
+    for w in {id(w): w for opt in inner for w in opt.weights}.values():
+        out[kinds.get(id(w), "counters")] += _nbytes(w)
     out["total"] = out["binary_slots"] + out["float_slots"] + out["counters"]
-    out["optimizers"] = per_optimizer
+    out["optimizers"] = {type(opt).__name__: {"slots": sorted(opt.get_slot_names()),
+                                              "bytes": sum(_nbytes(w) for w in opt.weights)}
+                         for opt in inner}
     return out
 
 
@@ -244,7 +235,7 @@ def run_child(name: str) -> dict:
         train_function(batches)["loss"].numpy()
     after_warmup, peak_after_warmup = current_rss(), peak_rss()
     alloc_warmup = tf_allocator()
-    if alloc_warmup is not None:
+    if alloc_warmup is not None:  # the peak of the measured steps alone
         tf.config.experimental.reset_memory_stats("CPU:0")
         alloc_steady = tf_allocator()["current"]
     times = []
@@ -271,8 +262,8 @@ def run_child(name: str) -> dict:
             "peak": peak_end,
             "peak_minus_before": None if before is None else peak_end - before,
         },
-        "tf_allocator": None if alloc_end is None else {
-            "in_use_before_first_step": alloc_before["current"],
+        "tf_allocator": None if alloc_end is None or alloc_warmup is None else {
+            "in_use_before_first_step": (alloc_before or {}).get("current"),
             "peak_during_warmup": alloc_warmup["peak"],
             "in_use_before_steps": alloc_steady,
             "peak_during_steps": alloc_end["peak"],
