@@ -49,6 +49,7 @@ from pabt_tf.run.plots import plot_run
 from pabt_tf.run.recorders import EpochRecorder, EvaluateBeforePruning, EventLog
 from pabt_tf.run.records import code_version, write_json
 from pabt_tf.run.state import (
+    PROGRESS,
     RunLock,
     RunProgress,
     backup_callback,
@@ -56,6 +57,7 @@ from pabt_tf.run.state import (
     data_record,
     finish,
     finished_results,
+    read_progress,
     reset,
 )
 
@@ -262,6 +264,8 @@ def _train(config: dict[str, Any], extra_callbacks, force: bool = False) -> dict
     tf.keras.utils.set_random_seed(config["seed"])
 
     finished = None if force else finished_results(out)
+    if not force and os.path.exists(os.path.join(out, PROGRESS)):
+        read_progress(os.path.join(out, PROGRESS))  # a malformed record: named before any work
     ds = _datasets(config)
     if ds.num_classes < 2:
         raise ValueError(
