@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from pabt_tf._atomic import write_atomically  # noqa: E402
 from pabt_tf.export import PATTERNS, k_sweep, operator_list  # noqa: E402
 from pabt_tf.export.latency import host_latencies, load_text, paired_ratio  # noqa: E402
 from pabt_tf.export.sweep import format_sweep, time_sweep  # noqa: E402
@@ -231,8 +232,7 @@ def main(argv):
             "sweep": rows,
             "checks": checks,
         }  # fmt: skip
-        with open(FLAGS.out, "w") as f:
-            json.dump(record, f, indent=2)
+        write_atomically(FLAGS.out, json.dumps(record, indent=2).encode())
         print(f"Wrote {FLAGS.out}")
     return 0 if all(checks.values()) else 1
 

@@ -57,6 +57,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from pabt_tf._atomic import write_atomically  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["16", "32"], "Input sizes (square).")
 flags.DEFINE_integer("batch", 64, "Batch size.")
@@ -283,8 +285,7 @@ def main(argv):
             row.update(report_memory(size))
         results[size] = row
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_atomically(FLAGS.json, json.dumps(results, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from pabt_tf._atomic import write_atomically  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("pairs", 1, "PaBT/BNN pairs (each two whole runs, interleaved).")
 flags.DEFINE_integer("epochs", 4, "Epochs of each run (the schedule scales with them).")
@@ -270,8 +272,8 @@ def main(argv):
     print(f"whole default-schedule run PaBT/BNN: {whole:.2f}x (median of {len(pairs)} "
           f"pair(s); goal <= 1.3x: {'met' if whole <= 1.3 else 'NOT met'})", flush=True)
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump({"pairs": pairs, "whole_run_ratio": whole, "flags": settings}, f, indent=2)
+        write_atomically(FLAGS.json, json.dumps(
+            {"pairs": pairs, "whole_run_ratio": whole, "flags": settings}, indent=2).encode())
 
 
 if __name__ == "__main__":

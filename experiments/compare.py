@@ -6,7 +6,7 @@
 Every (method, seed) is one `experiments.train` run in its own process (same flags for
 all, so the same architecture, data and epoch budget), written to
 `OUTPUT_DIR/runs/<method>_s<seed>/`. Runs whose `results.json` exists are reused
-(`--rerun` forces them; `--reconvert` converts reused runs whose conversion failed again
+(`--rerun`, or `--force`, trains them afresh; `--reconvert` converts reused runs whose conversion failed again
 from their `model.keras`), so an interrupted comparison resumes. Then:
 
     OUTPUT_DIR/table.md         Markdown table: accuracy mean ± std, binary MACs/BOPs,
@@ -33,6 +33,8 @@ from absl import app, flags
 
 from experiments import train as train_lib
 from experiments.common import abc_bases, read_json, write_json
+from pabt_tf._atomic import write_atomically
+from pabt_tf.run.evaluation import conversion_failed
 
 FLAGS = flags.FLAGS
 
@@ -72,10 +74,15 @@ def _as_flag(key: str, value: Any) -> str | None:
     return f"--{key}={value}"
 
 
-def run_one(config: dict[str, Any], log_path: str, threads: int = 0) -> dict[str, Any]:
-    """Run `experiments.train` with `config` in a subprocess; return its results."""
+def run_one(config: dict[str, Any], log_path: str, threads: int = 0,
+            force: bool = False) -> dict[str, Any]:
+    """Run `experiments.train` with `config` in a subprocess (`force`: train afresh over
+    an earlier run); return its results, also those of a run whose conversion failed
+    (exit 1: recorded in its results.json)."""
     args = [sys.executable, "-m", "experiments.train"]
     args += [a for a in (_as_flag(k, v) for k, v in config.items()) if a]
+    if force:
+        args.append("--force")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if threads:
         env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
@@ -86,6 +93,10 @@ def run_one(config: dict[str, Any], log_path: str, threads: int = 0) -> dict[str
         code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     results_path = os.path.join(config["output_dir"], "results.json")
+    if code == 1 and os.path.exists(results_path):
+        results = read_json(results_path)
+        if conversion_failed(results):  # trained: the table reports it, the exit status too
+            return results
     if code != 0 or not os.path.exists(results_path):
         raise RuntimeError(f"training run failed (exit {code}); see {log_path}")
     return read_json(results_path)
@@ -229,8 +240,9 @@ def aggregate(results: dict[str, list[dict]], tag: str = "") -> list[dict[str, A
 
 
 def _verification(result: dict[str, Any]) -> dict[str, Any]:
-    """A run's verification: `experiments.reverify`'s recheck where there is one."""
-    return result.get("verification_recheck") or result.get("verification", {})
+    """A run's verification: `experiments.reverify`'s recheck where there is one (empty
+    for a run converted without verifying, `--verify_samples 0`)."""
+    return result.get("verification_recheck") or result.get("verification") or {}
 
 
 def _exact(verification: dict[str, Any]) -> bool:
@@ -357,8 +369,7 @@ def write_report(rows, output_dir: str, command: str, config: dict, more_command
             "```",
         ]
     )
-    with open(os.path.join(output_dir, "table.md"), "w") as f:
-        f.write(text + "\n")
+    write_atomically(os.path.join(output_dir, "table.md"), (text + "\n").encode())
     write_json(os.path.join(output_dir, "summary.json"),
                {"rows": rows, "verdict": lines, "command": command, "config": config})
     return text
@@ -370,15 +381,15 @@ def main(argv):
     output_dir = os.path.abspath(FLAGS.output_dir)
     os.makedirs(output_dir, exist_ok=True)
     command = "python -m experiments.compare " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with open(os.path.join(output_dir, "COMMAND.txt"), "w") as f:
-        f.write(command + "\n")
+    write_atomically(os.path.join(output_dir, "COMMAND.txt"), (command + "\n").encode())
     results: dict[str, list[dict]] = {}
     order = [(seed, method) for seed in FLAGS.seeds for method in FLAGS.methods]
     start = time.time()
     for seed, method in order:
         run_dir = os.path.join(output_dir, "runs", f"{method}{FLAGS.tag}_s{seed}")
         config = dict(base, method=method, seed=int(seed), output_dir=run_dir, verbose=2)
-        result = None if FLAGS.rerun else finished_result(config, run_dir)
+        rerun = FLAGS.rerun or FLAGS.force
+        result = None if rerun else finished_result(config, run_dir)
         if result is not None and FLAGS.reconvert and "convert_error" in result:
             print(f"[reconvert] {method} seed {seed} (was: {result['convert_error']})", flush=True)
             result = train_lib.reconvert(run_dir)
@@ -387,7 +398,7 @@ def main(argv):
         else:
             t = time.time()
             print(f"[run] {method} seed {seed} -> {run_dir}", flush=True)
-            result = run_one(config, os.path.join(run_dir, "train.log"), FLAGS.threads)
+            result = run_one(config, os.path.join(run_dir, "train.log"), FLAGS.threads, rerun)
             print(f"[done] {method} seed {seed}: {100 * result['test_accuracy']:.2f} % in "
                   f"{(time.time() - t) / 60:.1f} min (total {(time.time() - start) / 60:.1f} min)",
                   flush=True)
@@ -397,7 +408,13 @@ def main(argv):
         text = write_report(rows + merged_rows(FLAGS.merge), output_dir, command, base,
                             [read_json(p)["command"] for p in FLAGS.merge], FLAGS.goal_margin)
     print(text, flush=True)
-    return 0
+    # A conversion that failed (not one whose older verification differs): exit 1.
+    failed = [(method, r["config"]["seed"], r["convert_error"]) for method, runs in results.items()
+              for r in runs if r.get("convert_error")]
+    for method, seed, why in failed:
+        print(f"error: {method} seed {seed}: conversion failed: {why} (--reconvert converts "
+              "it again)", file=sys.stderr, flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

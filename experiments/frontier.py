@@ -30,6 +30,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments.common import abc_bases, collect_runs, write_json
+from pabt_tf._atomic import atomic_path, write_atomically
 
 FLAGS = flags.FLAGS
 
@@ -236,8 +237,11 @@ def plot(points: list[dict], path: str) -> str:
         ax.legend()
     fig.suptitle(f"{_score_name(points)} vs deployed cost: PaBT budgets vs ABC-Net widths (mean ± std over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a failed save keeps the previous figure
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -248,8 +252,7 @@ def main(argv):
     points = measure(collect_runs(FLAGS.comparisons), FLAGS.threads, FLAGS.rounds, FLAGS.repeats)
     verdict = dominance(points)
     text = markdown(points, verdict, command, FLAGS.threads)
-    with open(os.path.join(FLAGS.output_dir, "frontier.md"), "w") as f:
-        f.write(text + "\n")
+    write_atomically(os.path.join(FLAGS.output_dir, "frontier.md"), (text + "\n").encode())
     write_json(os.path.join(FLAGS.output_dir, "frontier.json"),
                {"points": points, "verdict": verdict, "command": command})  # fmt: skip
     plot(points, os.path.join(FLAGS.output_dir, "frontier.png"))

@@ -20,6 +20,7 @@ import time
 from absl import app, flags
 
 from experiments.common import read_json, write_json
+from pabt_tf._atomic import write_atomically
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("float_run", None, "Run directory of the full-precision run.", required=True)
@@ -94,8 +95,7 @@ def main(argv):
         f"`{_relative(FLAGS.bnn_run)}`.",
     ])  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        f.write(text + "\n")
+    write_atomically(FLAGS.output, (text + "\n").encode())
     write_json(os.path.splitext(FLAGS.output)[0] + ".json", report)
     print(text)
     return 0 if report["enough"] else EXIT_GAP_TOO_SMALL

@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from pabt_tf._atomic import write_atomically  # noqa: E402
 from pabt_tf.data import load_fashion_mnist  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -189,8 +190,7 @@ def main(argv):
     if FLAGS.worker:
         state = run_worker()
         if FLAGS._state_out:
-            with open(FLAGS._state_out, "w") as f:
-                json.dump(state, f)
+            write_atomically(FLAGS._state_out, json.dumps(state).encode())
         else:
             print(json.dumps(state, indent=1))
         return
@@ -198,8 +198,7 @@ def main(argv):
     problems = check_identical(result)
     result["identical"] = not problems
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_atomically(FLAGS.json, json.dumps(result, indent=1).encode())
     w0 = result["workers"][0]
     print(
         f"{FLAGS.workers} workers, {result['num_replicas_in_sync']} replicas in sync, "

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pabt_tf._atomic import atomic_path  # noqa: E402
 from pabt_tf.run.plots import plot_run  # noqa: E402,F401  (it used to live here)
 
 __all__ = ["plot_comparison", "plot_run"]
@@ -64,6 +65,9 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str, title: str = "") 
     ax.set_title(f"{name[5:-4]} vs operations")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a failed save keeps the previous figure
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path

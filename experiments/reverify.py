@@ -30,6 +30,7 @@ import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf._atomic import write_atomically
 from pabt_tf.export import sign_margins, verify
 from pabt_tf.run import train as train_lib
 from pabt_tf.run.evaluation import _verification_data, accuracy
@@ -145,8 +146,7 @@ def main(argv: list[str]) -> int:
             "| run | original | recheck |", "|---|---|---|",
             *(_row(d, root) for d in dirs),
         ]  # fmt: skip
-        with open(report, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_atomically(report, ("\n".join(lines) + "\n").encode())
     return 0
 
 

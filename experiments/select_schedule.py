@@ -21,6 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments.common import collect_runs
+from pabt_tf._atomic import write_atomically
 
 FLAGS = flags.FLAGS
 
@@ -115,13 +116,11 @@ def main(argv):
               f"**{best['variant']}** (comparison directories relative to this file).", "",
               "Command:", "", "```", command, "```"]  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_atomically(FLAGS.output, ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     if FLAGS.winner_file:
-        with open(FLAGS.winner_file, "w") as f:
-            competing = [r["variant"] for r in rows if r["competes"]]
-            f.write("\n".join(competing[: max(FLAGS.top, 1)]) + "\n")
+        competing = [r["variant"] for r in rows if r["competes"]]
+        write_atomically(FLAGS.winner_file, ("\n".join(competing[: max(FLAGS.top, 1)]) + "\n").encode())
     return 0
 
 

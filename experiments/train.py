@@ -4,12 +4,21 @@
         --epochs 6 --output_dir runs/fmnist_pabt_s0
 
 Every flag is a key of the run's configuration (`pabt_tf.run.train.DEFAULTS`, whose
-defaults it takes); see `pabt_tf.run.train` for what the run directory gets.
+defaults it takes); see `pabt_tf.run.train` for what the run directory gets. Besides
+them, `--force` trains afresh into an `--output_dir` holding an earlier run (finished,
+stopped, or from another configuration): it deletes that run's files first. Without it a
+stopped run of the same configuration and data resumes and a finished one is reported,
+not trained again.
+
+Exit status: 0 done; 1 the conversion failed or its check did (recorded in
+results.json); 2 bad arguments or a run directory that cannot be used (the message says
+why and what to do).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pabt_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -19,6 +28,8 @@ from absl import app, flags
 
 from pabt_tf import models as zoo
 from pabt_tf.data import DATASETS
+from pabt_tf.run.evaluation import conversion_failed
+from pabt_tf.run.state import RunDirectoryError
 from pabt_tf.run.train import DEFAULTS, _schedule, build, reconvert, train  # noqa: F401
 
 FLAGS = flags.FLAGS
@@ -101,9 +112,13 @@ assert set(_FLAG_SPECS) == set(DEFAULTS), "every config key is a flag, and only 
 
 
 def define_flags() -> None:
-    """Define the absl flags (idempotent), one per `DEFAULTS` key, with its default."""
+    """Define the absl flags (idempotent), one per `DEFAULTS` key, with its default, and
+    `--force`."""
     if "method" in FLAGS:
         return
+    flags.DEFINE_boolean("force", False, "Train afresh into an output_dir that holds an "
+                         "earlier run (finished, stopped or of another configuration): "
+                         "its files are deleted first (other files stay).")
     for name, (kind, help_text, extra) in _FLAG_SPECS.items():
         default = DEFAULTS[name]
         if kind == "json":
@@ -124,12 +139,21 @@ def config_from_flags() -> dict[str, Any]:
 
 def main(argv):
     del argv
-    results = train(config_from_flags())
+    try:
+        results = train(config_from_flags(), force=FLAGS.force)
+    except (RunDirectoryError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
     summary = {k: results.get(k) for k in (
         "test_accuracy", "mean_binary_convs", "binary_macs", "float_macs", "flatbuffer_bytes",
         "keras_file_bytes", "train_seconds")}
-    summary["verified"] = results.get("verification", {}).get("ok")
+    summary["verified"] = (results.get("verification") or {}).get("ok")
     print("RESULTS", summary, flush=True)
+    failed = conversion_failed(results) if results["config"].get("convert") else None
+    if failed:
+        print(f"error: {failed} (recorded in results.json; "
+              "pabt_tf.run.train.reconvert(run_dir) converts it again)", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

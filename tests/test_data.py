@@ -256,8 +256,9 @@ def test_fashion_mnist_dir_is_read_when_data_is_loaded(tmp_path, monkeypatch):
     assert x.shape == (4, 28, 28, 1) and x.dtype == np.float32 and y.dtype == np.int32
     np.testing.assert_allclose(x[..., 0], arrays["test"][0] / 255.0, atol=1e-7)
     assert np.array_equal(y, arrays["test"][1])
-    ds = data.load_datasets("fashion_mnist", batch_size=4, validation_size=2, augment=False)
-    assert (ds.train_size, ds.validation_size, ds.test_size) == (4, 2, 4)
+    # (Validation 1 of 6: the other 5 keep a training image of each of their 5 labels.)
+    ds = data.load_datasets("fashion_mnist", batch_size=4, validation_size=1, augment=False)
+    assert (ds.train_size, ds.validation_size, ds.test_size) == (5, 1, 4)
     seen = np.concatenate([b[1] for b in _batches(ds.train) + _batches(ds.validation)])
     assert sorted(seen) == sorted(arrays["train"][1])  # the split is of these files
     # `data_dir` still wins over the variable; a variable naming an empty folder is named

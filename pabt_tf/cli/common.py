@@ -14,6 +14,8 @@ import os
 import sys
 import tempfile
 
+from pabt_tf._atomic import write_atomically  # the one atomic writer of pabt_tf
+
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 __all__ = [
@@ -183,43 +185,3 @@ def check_output_path(path: str, arg: str = "output", inputs: tuple[str, ...] = 
             f"{arg} directory {directory!r} does not accept new files: {err.strerror or err}."
         ) from err
     return target
-
-
-def _new_file_mode(path: str) -> int:
-    if os.path.exists(path):
-        return os.stat(path).st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write `data` to `path` so that `path` is either its old self or complete.
-
-    Writes a temporary file in the same directory, flushes it to disk and renames it over
-    `path` (`os.replace`, atomic on POSIX); on any failure (disk full, file-size limit,
-    interruption) the temporary file is removed and `path` is untouched.
-
-    # Raises
-        OSError: the write failed (`path` unchanged).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -11,6 +11,12 @@
 4. prints a short table and where the plot and the flatbuffer are.
 
 Reduced run (what the test does): `--epochs 1 --steps 6 --train_limit 768 --test_limit 256`.
+
+Run again on the same `--output_dir` (`make demo` twice), it prints the finished run's
+table instead of training again; `--force` trains afresh (deleting that run's files
+first), another `--output_dir` keeps both. A stopped run resumes. `--verify_samples 0`
+converts without verifying. Exit status: 0 a verified BNN; 1 the conversion or its check
+failed; 2 bad arguments or a run directory that cannot be used.
 """
 
 from __future__ import annotations
@@ -38,10 +44,13 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
     flags.DEFINE_integer("weight_bases", 3, "M, weight bases per layer.", short_name="M")
     flags.DEFINE_integer("activation_bases", 3, "N, activation bases per layer.", short_name="N")
-    flags.DEFINE_integer("verify_samples", 200, "Test images for the LCE verification.")
+    flags.DEFINE_integer("verify_samples", 200, "Test images for the LCE verification "
+                         "(0 = convert without verifying).")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_string("output_dir", "runs/quickstart", "Run directory.")
     flags.DEFINE_integer("verbose", 1, "Keras progress: 1 = bars, 2 = one line per epoch.")
+    flags.DEFINE_boolean("force", False, "Train afresh into an --output_dir that holds an "
+                         "earlier run: its files are deleted first.")
 
 
 def _mib(n):
@@ -52,6 +61,12 @@ def format_table(r: dict) -> str:
     """The quickstart's summary table from a results dict of `experiments.train`."""
     pct = lambda v: "—" if v is None else f"{100 * v:.2f} %"  # noqa: E731
     ver = r.get("verification") or {}
+    if r.get("verification") is None and "convert_error" not in r:
+        check = "not verified (--verify_samples 0)"
+    else:
+        check = (("PASSED" if ver.get("ok") else "FAILED") +
+                 f": max |diff| {ver.get('max_abs_diff', float('nan')):.2g}, top-1 agreement "
+                 f"{100 * ver.get('top1_agreement', 0):.1f} %")
     cfg = r["config"]
     m, n = cfg["weight_bases"], cfg["activation_bases"]
     schedule = r.get("pruning_schedule") or {}
@@ -68,9 +83,7 @@ def format_table(r: dict) -> str:
         ("Keras model (.keras, with latent weights)", _mib(r.get("keras_file_bytes"))),
         ("flatbuffer (.tflite)", _mib(r.get("flatbuffer_bytes"))),
         ("LceBconv2d in the flatbuffer", f"{r.get('found_bconvs')} (expected {r.get('expected_bconvs')})"),
-        ("LCE vs Keras", ("PASSED" if ver.get("ok") else "FAILED") +
-         f": max |diff| {ver.get('max_abs_diff', float('nan')):.2g}, top-1 agreement "
-         f"{100 * ver.get('top1_agreement', 0):.1f} %"),
+        ("LCE vs Keras", check),
         ("training time", f"{r['train_seconds'] / 60:.1f} min"),
     ]  # fmt: skip
     width = max(len(k) for k, _ in rows)
@@ -92,6 +105,9 @@ def _run(argv) -> int:
     import tensorflow as tf
     from absl import logging
 
+    from pabt_tf.run.evaluation import conversion_failed
+    from pabt_tf.run.state import RunDirectoryError
+
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines
     tf.get_logger().setLevel("ERROR")
     config = dict(
@@ -112,16 +128,25 @@ def _run(argv) -> int:
         verbose=FLAGS.verbose,
         evaluate_mbn=True,
     )
-    print(f"Training a PaBT network ({FLAGS.weight_bases}×{FLAGS.activation_bases} binary "
-          "convolutions per layer) and pruning it to a BNN during training...", flush=True)
-    results = train_lib.train(config)
+    if FLAGS.force or not os.path.exists(os.path.join(FLAGS.output_dir, "results.json")):
+        print(f"Training a PaBT network ({FLAGS.weight_bases}×{FLAGS.activation_bases} "
+              "binary convolutions per layer) and pruning it to a BNN during training...",
+              flush=True)
+    try:
+        results = train_lib.train(config, force=FLAGS.force)
+    except (RunDirectoryError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
     print()
     print(format_table(results), flush=True)
-    ok = (
-        results.get("verification", {}).get("ok", False)
-        and abs(results["mean_binary_convs"] - 1.0) < 1e-9
-        and "convert_error" not in results
-    )
+    if results.get("reused"):
+        print(f"\n  This is the run {FLAGS.output_dir} already holds (finished, not trained "
+              "again). To train again: --force (replaces it) or another --output_dir.",
+              flush=True)
+    failed = conversion_failed(results)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr, flush=True)
+    ok = not failed and abs(results["mean_binary_convs"] - 1.0) < 1e-9
     return 0 if ok else 1
 
 

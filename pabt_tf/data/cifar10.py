@@ -77,20 +77,45 @@ def _read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch_dict = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a CIFAR-10 batch pickle: {err}") from None
+    except Exception as err:  # any malformed pickle: truncated, bad opcodes, huge sizes
+        raise ValueError(f"{path}: not a CIFAR-10 batch pickle: {type(err).__name__}: {err}") from None
     if not isinstance(batch_dict, dict):
         raise ValueError(f"{path}: expected a pickled dict, found {type(batch_dict).__name__}.")
     data, labels = batch_dict.get(b"data"), batch_dict.get(b"labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
         data.shape[1] != 3 * 32 * 32
     ):
-        raise ValueError(f"{path}: expected b'data' uint8 of shape (n, 3072).")
-    labels = np.asarray(labels if labels is not None else [], np.int64)
-    if labels.shape != (len(data),) or (len(labels) and not 0 <= labels.min() <= labels.max() < 10):
-        raise ValueError(f"{path}: expected b'labels', {len(data)} integers in 0..9.")
+        found = (f"{data.dtype} of shape {data.shape}" if isinstance(data, np.ndarray)
+                 else type(data).__name__)
+        raise ValueError(f"{path}: expected b'data' uint8 of shape (n, 3072), found {found}.")
+    labels = _labels(labels, len(data), path)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels.astype(np.int32)
+    return np.ascontiguousarray(images), labels
+
+
+def _labels(labels, n: int, path: str) -> np.ndarray:
+    """b'labels' as int32, if it is `n` integers in 0..9: a list of ints or an integer
+    array (no float, bool or string is coerced)."""
+    expected = f"{path}: expected b'labels', {n} integers in 0..9"
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise ValueError(f"{expected}; found an array of {labels.dtype} {labels.shape}.")
+        values = labels.astype(np.int64)
+    elif isinstance(labels, list):
+        bad = next((v for v in labels if isinstance(v, (bool, np.bool_))
+                    or not isinstance(v, (int, np.integer))), None)
+        if bad is not None:
+            raise ValueError(f"{expected}; found {type(bad).__name__} {bad!r}.")
+        if any(not 0 <= v < 10 for v in labels):
+            raise ValueError(f"{expected}; found {next(v for v in labels if not 0 <= v < 10)}.")
+        values = np.array(labels, np.int64) if labels else np.zeros(0, np.int64)
+    else:
+        raise ValueError(f"{expected}; found {type(labels).__name__}.")
+    if len(values) != n:
+        raise ValueError(f"{expected}; found {len(values)} labels.")
+    if n and not 0 <= values.min() <= values.max() < 10:
+        raise ValueError(f"{expected}; found values {values.min()}..{values.max()}.")
+    return values.astype(np.int32)
 
 
 CIFAR10_CLASSES = (

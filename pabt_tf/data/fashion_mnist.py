@@ -20,6 +20,7 @@ from pabt_tf.data.pipeline import (
     array_pipelines,
     check_limit,
     check_pipeline_arguments,
+    fingerprint,
     normalize_image,
     split_train_validation,
 )
@@ -257,7 +258,7 @@ def fashion_mnist_datasets(
     )
     x, y = load_fashion_mnist("train", data_dir=data_dir)
     x_test, y_test = load_fashion_mnist("test", limit=test_limit, data_dir=data_dir)
-    (x_train, y_train), (x_val, y_val) = split_train_validation(x, y, validation_size, seed)
+    (x_train, y_train), (x_val, y_val) = split_train_validation(x, y, validation_size, seed, keep_classes=True)
     if validation_size == 0:
         x_val, y_val = x_test, y_test
     x_train, y_train = x_train[:train_limit], y_train[:train_limit]
@@ -284,4 +285,6 @@ def fashion_mnist_datasets(
         test_size=len(x_test),
         batch_size=batch_size,
         name="fashion_mnist",
+        classes=FASHION_MNIST_CLASSES,
+        fingerprint=fingerprint(x, y, x_test, y_test),
     )

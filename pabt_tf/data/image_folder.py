@@ -7,9 +7,12 @@ Every image is decoded once per process (the arrays are kept, keyed by the files
 sizes and modification times) and stays uint8 until a batch is made. Nothing is ever
 written into the data directory. Bad input — a missing folder, no class folders, an empty
 class, a file that is not a decodable image or not a regular file, an image declaring
-more than `MAX_PIXELS` pixels (checked from its header), a symbolic link loop,
-images of different sizes, train and test class lists that differ — is an error naming
-the path, raised before any pipeline exists. Links to folders are followed.
+more than `MAX_PIXELS` pixels (checked from its header), images too many and too large
+for the machine's memory (checked from the first image's header), a symbolic link loop,
+images of different sizes, fewer than two classes, train and test class lists that
+differ — is an error naming the path, raised before any pipeline exists. Links to folders
+are followed. A JPEG's EXIF orientation is applied (its pixels upright, as PIL's
+`ImageOps.exif_transpose` shows them); other formats' is not read.
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import struct
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from pabt_tf.data.image_files import (  # noqa: F401  (MAX_* are public here too)
+    MAX_FILE_BYTES,
+    MAX_PIXELS,
+    apply_orientation,
+    jpeg_orientation,
+)
+from pabt_tf.data.image_files import check_fits as _check_fits
+from pabt_tf.data.image_files import declared_size as _declared_size
+from pabt_tf.data.image_files import read_image_file as _read_image_file
 from pabt_tf.data.pipeline import (
     Datasets,
     array_pipelines,
     check_pipeline_arguments,
+    fingerprint,
     normalize_image,
     split_train_validation,
 )
@@ -123,41 +135,13 @@ def _image_files(class_dir: str) -> list[str]:
     return found
 
 
-# Pillow's decompression-bomb limit: a few kilobytes can declare billions of pixels,
-# and decoding them would exhaust memory instead of raising.
-MAX_PIXELS = 89_478_485
-
-
-def _declared_size(content: bytes) -> tuple[int, int] | None:
-    """`(height, width)` from an image file's header, without decoding it; `None` when the
-    header is not one this reads (the decoder then reports the file)."""
-    if content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) >= 24:
-        width, height = struct.unpack(">II", content[16:24])
-    elif content[:6] in (b"GIF87a", b"GIF89a") and len(content) >= 10:
-        width, height = struct.unpack("<HH", content[6:10])
-    elif content[:2] == b"BM" and len(content) >= 26:
-        if struct.unpack("<I", content[14:18])[0] == 12:  # OS/2 header: 16-bit sizes
-            width, height = struct.unpack("<HH", content[18:22])
-        else:
-            width, height = struct.unpack("<ii", content[18:26])
-    elif content[:3] == b"\xff\xd8\xff":
-        try:
-            height, width, _ = (int(v) for v in tf.io.extract_jpeg_shape(content).numpy())
-        except tf.errors.InvalidArgumentError:
-            return None
-    else:
-        return None
-    return abs(height), abs(width)  # a BMP stored top-down has a negative height
-
-
 def _decode(path: str) -> np.ndarray:
     """One image file as a uint8 `(height, width, channels)` array (JPEG, PNG, BMP, GIF).
 
     # Raises
         ValueError: not a decodable image, or it declares more than `MAX_PIXELS` pixels.
     """
-    with open(path, "rb") as f:
-        content = f.read()
+    content = _read_image_file(path)
     size = _declared_size(content)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise ValueError(
@@ -165,8 +149,9 @@ def _decode(path: str) -> np.ndarray:
             f"{MAX_PIXELS:,}; not decoded (a decompression bomb, or not an image of a "
             "training set)."
         )
+    jpeg = content[:3] == b"\xff\xd8\xff"
     try:
-        if content[:3] == b"\xff\xd8\xff":
+        if jpeg:
             # TensorFlow's default JPEG IDCT (INTEGER_FAST) shifts the red and blue means
             # of 4:2:0 JPEGs by about 1/255 (measured on CIFAR-10's JPEG copy); the
             # accurate one gives libjpeg's reference pixels, as PIL does.
@@ -177,7 +162,10 @@ def _decode(path: str) -> np.ndarray:
         raise ValueError(
             f"{path}: not a decodable image (JPEG, PNG, BMP or GIF expected): {err.message}"
         ) from None
-    return image.numpy()
+    except tf.errors.ResourceExhaustedError as err:
+        raise ValueError(f"{path}: too large to decode in memory: {err.message}") from None
+    # A photo's EXIF orientation: the pixels upright, as a viewer (and PIL) shows them.
+    return apply_orientation(image.numpy(), jpeg_orientation(content)) if jpeg else image.numpy()
 
 
 def read_class_folders(split_dir: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -204,10 +192,21 @@ def read_class_folders(split_dir: str) -> tuple[np.ndarray, np.ndarray, tuple[st
     classes, files = _class_files(split_dir)
     images, first = None, None
     labels = np.empty(len(files), np.int32)
+    header = _declared_size(_read_image_file(files[0][0]))
+    if header is not None:  # before decoding anything: the first image sets every size
+        _check_fits(files[0][0], header, len(files), "its header declares")
     for i, (path, label) in enumerate(files):
         image = _decode(path)
         if images is None:
-            images, first = np.empty((len(files), *image.shape), np.uint8), path
+            _check_fits(path, image.shape, len(files), "an image of")
+            try:
+                images = np.empty((len(files), *image.shape), np.uint8)
+            except MemoryError:
+                raise ValueError(
+                    f"{path}: {len(files)} images of shape {image.shape} do not fit in "
+                    "memory as uint8; resize the images first."
+                ) from None
+            first = path
         elif image.shape != images.shape[1:]:
             raise ValueError(
                 f"{path}: image of shape {image.shape}, but {first} is "
@@ -336,8 +335,13 @@ def array_datasets(
     batch_size = check_pipeline_arguments(
         batch_size, train_limit, validation_limit, test_limit, crop_padding, mean, std
     )
+    if len(arrays.classes) < 2:
+        raise ValueError(
+            f"{arrays.source or name}: {len(arrays.classes)} class(es) "
+            f"{list(arrays.classes)}; a classifier needs at least 2 (one folder per class)."
+        )
     (x_train, y_train), (x_val, y_val) = split_train_validation(
-        arrays.train_images, arrays.train_labels, validation_size, seed
+        arrays.train_images, arrays.train_labels, validation_size, seed, keep_classes=True
     )
     x_test, y_test = arrays.test_images[:test_limit], arrays.test_labels[:test_limit]
     if validation_size == 0:
@@ -375,6 +379,8 @@ def array_datasets(
         classes=arrays.classes,
         mean=mean,
         std=std,
+        fingerprint=fingerprint(arrays.train_images, arrays.train_labels, arrays.test_images,
+                                arrays.test_labels, arrays.classes),
     )
 
 

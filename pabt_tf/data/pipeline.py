@@ -5,6 +5,8 @@ and augmented training pipeline, batching, and the checks of the arguments they 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -12,10 +14,12 @@ import tensorflow as tf
 
 __all__ = [
     "Datasets",
+    "fingerprint",
     "split_train_validation",
     "check_batch_size",
     "check_limit",
     "check_validation_size",
+    "check_normalization",
     "check_pipeline_arguments",
     "normalize_image",
     "pad_crop_flip",
@@ -55,11 +59,37 @@ class Datasets:
     test_full: tf.data.Dataset | None = None
     full_size: tuple[int, int] | None = None
     colors: tuple[tuple[int, int, int], ...] | None = None  # per class, for pictures
+    fingerprint: str = ""  # of the examples read (`fingerprint`): a resume checks it
 
     @property
     def steps_per_epoch(self) -> int:
         """Training batches per epoch (the last, smaller batch included)."""
         return -(-self.train_size // self.batch_size)
+
+
+_SAMPLE = 1 << 20  # values of an array that go into its fingerprint
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash that changes when the data changes, cheap to compute at every load.
+
+    An array contributes its shape, dtype and about a million evenly spaced values
+    (every value of a label array, a strided sample of the pixels of an image array);
+    anything else its `repr` (class names, a tfds builder's version and split sizes).
+
+    # Returns
+        16 hexadecimal digits.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(repr((part.shape, part.dtype.str)).encode())
+            flat = part.reshape(-1)
+            digest.update(np.ascontiguousarray(flat[:: max(1, flat.size // _SAMPLE)]).tobytes())
+        else:
+            digest.update(repr(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 # -- argument checks --------------------------------------------------------------------
@@ -134,33 +164,100 @@ def check_pipeline_arguments(
         raise ValueError(f"`crop_padding` must be a non-negative integer, got {crop_padding!r}.")
     if (mean is None) != (std is None):
         raise ValueError("`mean` and `std` must be given together.")
+    if mean is not None:
+        check_normalization(mean, std)
     return batch_size
+
+
+def _finite_numbers(values: Any) -> bool:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        return False
+    return len(values) > 0 and all(
+        not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
+        and math.isfinite(v) for v in values
+    )
+
+
+def check_normalization(mean: Any, std: Any) -> None:
+    """`mean` and `std`: per-channel sequences of finite numbers, `std` positive.
+
+    # Raises
+        ValueError: naming the argument, for NaN or infinite values, strings, booleans,
+            an empty or scalar value, or a `std` entry <= 0.
+    """
+    for arg, values in (("mean", mean), ("std", std)):
+        if not _finite_numbers(values):
+            raise ValueError(
+                f"`{arg}` must be a sequence of finite numbers (one per channel, 0-1 "
+                f"scale), got {values!r}."
+            )
+    if any(v <= 0 for v in std):
+        raise ValueError(f"`std` must be positive, got {tuple(std)!r}.")
 
 
 # -- split, preprocessing, batching -----------------------------------------------------
 
 
 def split_train_validation(
-    images: np.ndarray, labels: np.ndarray, validation_size: int, seed: int = 0
+    images: np.ndarray,
+    labels: np.ndarray,
+    validation_size: int,
+    seed: int = 0,
+    keep_classes: bool = False,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Carve a validation set out of a training set, deterministically for `seed`.
+
+    With `keep_classes`, every class keeps at least one training example: a class the
+    random draw would move entirely into validation gets one example back, swapped with
+    one of a class that keeps several (the draw is unchanged when no class is emptied).
 
     # Arguments
         images, labels: the training set (same length).
         validation_size: how many random examples to hold out.
         seed: fixes which.
+        keep_classes: `labels` are class indices, each of which must keep a training
+            example (the classification loaders set it).
 
     # Returns
         `((train_images, train_labels), (validation_images, validation_labels))`.
 
     # Raises
-        ValueError: if `validation_size` is negative or leaves no training example.
+        ValueError: if `validation_size` is negative or leaves no training example, or
+            (`keep_classes`) fewer training examples than there are classes.
     """
     n = len(images)
     check_validation_size(validation_size, n)
     order = np.random.default_rng(seed).permutation(n)
+    if validation_size and keep_classes:
+        _keep_every_class(order, np.asarray(labels), validation_size)
     val, train = order[:validation_size], order[validation_size:]
     return (images[train], labels[train]), (images[val], labels[val])
+
+
+def _keep_every_class(order: np.ndarray, labels: np.ndarray, validation_size: int) -> None:
+    """Swap, in place, entries of `order` between its validation part (the first
+    `validation_size`) and its training part so that every label keeps a training one."""
+    if labels.ndim != 1:  # segmentation masks: no class per example
+        return
+    classes = np.unique(labels)
+    n_train = len(order) - validation_size
+    if n_train < len(classes):
+        raise ValueError(
+            f"`validation_size` {validation_size} leaves {n_train} training example(s) for "
+            f"{len(classes)} classes; every class needs at least one: lower it to at most "
+            f"{len(order) - len(classes)}."
+        )
+    train_counts = dict(zip(*np.unique(labels[order[validation_size:]], return_counts=True)))
+    for label in classes:
+        if train_counts.get(label, 0):
+            continue
+        v = next(i for i in range(validation_size) if labels[order[i]] == label)
+        # The last training example of a class with several goes to validation instead.
+        t = next(i for i in range(len(order) - 1, validation_size - 1, -1)
+                 if train_counts[labels[order[i]]] > 1)
+        train_counts[labels[order[t]]] -= 1
+        train_counts[label] = 1
+        order[v], order[t] = order[t], order[v]
 
 
 def normalize_image(

@@ -39,6 +39,7 @@ from pabt_tf.data.pipeline import (
     batch,
     check_batch_size,
     check_limit,
+    fingerprint,
     normalize_image,
     train_pipeline,
 )
@@ -516,6 +517,7 @@ def segmentation_datasets(
         class_weights=weights, test_full=test_full,
         full_size=None if full_test_y is None else tuple(full_test_y.shape[1:3]),
         colors=arrays.colors,
+        fingerprint=fingerprint(train_x, train_y, val_x, val_y, test_x, test_y),
     )  # fmt: skip
 
 

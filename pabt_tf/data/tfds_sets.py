@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from pabt_tf.data.pipeline import (
     Datasets,
     batch,
     check_batch_size,
+    check_limit,
     check_validation_size,
+    fingerprint,
     normalize_image,
     pad_crop_flip,
     train_pipeline,
@@ -27,6 +30,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "tfds_builder",
+    "check_tfds_arguments",
     "tfds_datasets",
     "cifar10_tfds_datasets",
     "imagenet_datasets",
@@ -110,6 +114,26 @@ def tfds_builder(name: str, data_dir: str | None):
     return builder
 
 
+def check_tfds_arguments(batch_size: Any, validation_size: Any, train_limit: Any,
+                         validation_limit: Any, test_limit: Any) -> int:
+    """The checks every other layout makes, before a tfds directory is opened: a positive
+    integer `batch_size`, an integer `validation_size` >= 0 (its upper bound needs the
+    data), limits None or positive integers. Returns `batch_size` as an int.
+
+    # Raises
+        ValueError: naming the first bad argument.
+    """
+    batch_size = check_batch_size(batch_size)
+    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) or (
+        validation_size < 0
+    ):
+        raise ValueError(f"`validation_size` must be an integer >= 0, got {validation_size!r}.")
+    for arg, value in (("train_limit", train_limit), ("validation_limit", validation_limit),
+                       ("test_limit", test_limit)):  # fmt: skip
+        check_limit(arg, value)
+    return batch_size
+
+
 def _read(builder, split: str, shuffle: bool, seed: int, take: int | None = None):
     import tensorflow_datasets as tfds  # already imported by `tfds_builder`
 
@@ -162,6 +186,8 @@ def tfds_datasets(
     # Raises
         ValueError: on a bad `validation_size`.
     """
+    batch_size = check_tfds_arguments(batch_size, validation_size, train_limit,
+                                      validation_limit, test_limit)
     n = builder.info.splits["train"].num_examples
     check_validation_size(validation_size, n)
     n_train = n - validation_size
@@ -187,6 +213,8 @@ def tfds_datasets(
     def evaluation(ds):
         return batch(ds.map(eval_fn, num_parallel_calls=tf.data.AUTOTUNE), batch_size)
 
+    label = builder.info.features["label"] if "label" in builder.info.features else None
+    splits = sorted((k, v.num_examples, v.num_bytes) for k, v in builder.info.splits.items())
     return Datasets(
         train=train,
         validation=evaluation(_read(builder, val_split, False, seed, take_val)),
@@ -198,6 +226,8 @@ def tfds_datasets(
         test_size=n_test,
         batch_size=batch_size,
         name=name,
+        classes=tuple(getattr(label, "names", None) or ()),
+        fingerprint=fingerprint(builder.info.full_name, splits),
     )
 
 
@@ -229,7 +259,8 @@ def cifar10_tfds_datasets(
     # Raises
         ValueError / FileNotFoundError: see `tfds_builder`.
     """
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_tfds_arguments(batch_size, validation_size, train_limit,
+                                      validation_limit, test_limit)
     builder = tfds_builder("cifar10", data_dir)
 
     def to_float(example):
@@ -284,7 +315,10 @@ def imagenet_datasets(
     # Raises
         ValueError / FileNotFoundError: see `tfds_builder`.
     """
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_tfds_arguments(batch_size, validation_size, train_limit,
+                                      validation_limit, test_limit)
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"`image_size` must be a positive integer, got {image_size!r}.")
     builder = tfds_builder("imagenet2012", data_dir)
 
     def train_fn(example, s):

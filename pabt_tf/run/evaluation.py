@@ -20,6 +20,8 @@ __all__ = [
     "segmentation_results",
     "flatbuffer_accuracy",
     "convert_run",
+    "conversion_failed",
+    "CONVERSION_KEYS",
 ]
 
 
@@ -102,8 +104,8 @@ def flatbuffer_accuracy(flatbuffer: bytes, images: np.ndarray, labels: np.ndarra
 SEGMENTATION_MIN_AGREEMENT = 0.995
 
 
-def _convert(model, method: str, inputs: np.ndarray, min_top1: float = 0.99) -> dict[str, Any]:
-    """Flatbuffer + operator counts + LCE-vs-Keras verification."""
+def _convert(model, method: str, inputs: np.ndarray | None, min_top1: float = 0.99) -> dict[str, Any]:
+    """Flatbuffer + operator counts + LCE-vs-Keras verification (none without inputs)."""
     from pabt_tf import export
 
     if method in ("pabt", "abc"):
@@ -119,36 +121,68 @@ def _convert(model, method: str, inputs: np.ndarray, min_top1: float = 0.99) -> 
         import larq_compute_engine as lce
 
         flatbuffer = lce.convert_keras_model(model)
-        verification = export.verify(model, flatbuffer, inputs, min_top1=min_top1)
+        verification = None if inputs is None else export.verify(model, flatbuffer, inputs, min_top1=min_top1)
         counts = export.operator_counts(flatbuffer)
         info = {"op_counts": counts, "found_bconvs": int(counts.get("LceBconv2d", 0))}
     info["flatbuffer"] = flatbuffer
-    info["verification"] = verification.as_dict()
+    info["verification"] = None if verification is None else verification.as_dict()
     return info
+
+
+# The entries of a run's results that describe its model.tflite (replaced together).
+CONVERSION_KEYS = (
+    "op_counts", "expected_bconvs", "found_bconvs", "problems", "verification",
+    "verification_recheck", "flatbuffer_accuracy", "keras_accuracy_on_verify_samples",
+    "verify_samples", "tflite", "flatbuffer_bytes",
+)  # fmt: skip
 
 
 def convert_run(model, config: dict[str, Any], test: tf.data.Dataset, out: str,
                 ignore_label: int | None = None) -> dict[str, Any]:
-    """Convert and verify a trained run's model; write `out/model.tflite`.
+    """Convert and verify a trained run's model; write `out/model.tflite` atomically.
+
+    `config["verify_samples"]` test examples verify the flatbuffer against Keras; 0
+    converts without verifying (`"verification": None`).
 
     # Returns
-        The results' conversion entries (operator counts, verification, flatbuffer size
-        and accuracy), or `{"convert_error": ...}`: a failed conversion is reported in
-        the run's results, it does not lose the trained run.
+        The results' conversion entries (`CONVERSION_KEYS`: operator counts,
+        verification, flatbuffer size and accuracy), or `{"convert_error": ...}`: a
+        failed conversion is reported in the run's results, it does not lose the trained
+        run. A failed write (disk full, file-size limit) leaves an earlier
+        `model.tflite` as it was.
     """
+    from pabt_tf._atomic import write_atomically
+
     try:
-        inputs, labels = _verification_data(test, config["verify_samples"])
-        dense = np.ndim(labels) > 1  # a label per pixel: segmentation
+        n = config["verify_samples"]
+        inputs, labels = _verification_data(test, n) if n else (None, None)
+        dense = labels is not None and np.ndim(labels) > 1  # a label per pixel: segmentation
         info = _convert(model, config["method"], inputs, SEGMENTATION_MIN_AGREEMENT if dense else 0.99)
-        info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels, ignore_label)
-        info["keras_accuracy_on_verify_samples"] = accuracy(
-            model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(8), ignore_label)
-        info["verify_samples"] = len(inputs)
+        if inputs is not None:
+            info["flatbuffer_accuracy"] = flatbuffer_accuracy(info["flatbuffer"], inputs, labels, ignore_label)
+            info["keras_accuracy_on_verify_samples"] = accuracy(
+                model, tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(8), ignore_label)
+        info["verify_samples"] = 0 if inputs is None else len(inputs)
         path = os.path.join(out, "model.tflite")
-        with open(path, "wb") as f:
-            f.write(info.pop("flatbuffer"))
+        flatbuffer = info.pop("flatbuffer")
+        write_atomically(path, flatbuffer)
         info["tflite"] = path
-        info["flatbuffer_bytes"] = os.path.getsize(path)
+        info["flatbuffer_bytes"] = len(flatbuffer)
         return info
     except Exception as err:
         return {"convert_error": f"{type(err).__name__}: {err}"}
+
+
+def conversion_failed(results: dict[str, Any]) -> str | None:
+    """Why a run's conversion failed, or None: an error, a binary convolution that is
+    not an `LceBconv2d`, or a verification that failed (none asked for is no failure)."""
+    if results.get("convert_error"):
+        return f"conversion failed: {results['convert_error']}"
+    if results.get("problems"):
+        return "conversion check failed: " + "; ".join(map(str, results["problems"]))
+    verification = results.get("verification")
+    if verification is not None and not verification.get("ok", False):
+        return (f"LCE vs Keras verification failed: max |diff| "
+                f"{verification.get('max_abs_diff')}, top-1 agreement "
+                f"{verification.get('top1_agreement')}")
+    return None

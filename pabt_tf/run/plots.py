@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pabt_tf._atomic import atomic_path  # noqa: E402
+
 __all__ = ["plot_run", "pruning_trajectory"]
 
 
@@ -162,6 +164,9 @@ def plot_run(history: dict[str, Any], path: str, title: str = "") -> str:
         if masks:
             _mask_panels(fig, spec[0, 2], masks, names)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a failed save keeps the previous figure
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from pabt_tf._atomic import write_atomically
+
 __all__ = ["to_jsonable", "write_json", "read_json", "code_version"]
 
 
@@ -29,25 +31,26 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: str, data: Any) -> None:
-    """Write `data` as JSON atomically (a temporary file renamed over `path`), so a run
-    killed mid-write leaves the previous file, never a truncated one."""
+    """Write `data` as JSON atomically (`pabt_tf._atomic`), so a run killed mid-write or
+    a full disk leaves the previous file, never a truncated one."""
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(to_jsonable(data), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    text = json.dumps(to_jsonable(data), indent=2) + "\n"  # fails before touching a file
+    write_atomically(path, text.encode())
 
 
 def read_json(path: str) -> Any:
-    """The parsed content of a JSON file."""
-    with open(path) as f:
-        return json.load(f)
+    """The parsed content of a JSON file.
+
+    # Raises
+        ValueError: naming `path`, if it is not JSON (truncated, edited by hand, ...).
+    """
+    with open(path, "rb") as f:
+        content = f.read()
+    try:
+        return json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); repair or delete it.") from None
 
 
 def code_version() -> dict[str, Any] | None:

@@ -9,6 +9,12 @@ started again with the same configuration continues from its last finished epoch
 records of the pieces are joined so the run's `history.json` is that of one run.
 Resumed epochs see a differently shuffled stream of batches than an uninterrupted run
 would (tf.data restarts its shuffle), which is the only difference.
+
+A run resumes only as the same run: `progress.json` also records what the data was
+(`data_record`: data set, class names in label order, split sizes, a fingerprint of the
+examples), and a resume with another configuration or other data is refused, naming what
+changed. A finished run (its `results.json` written) is not trained again unless asked
+(`reset` clears the run's files first).
 """
 
 from __future__ import annotations
@@ -26,6 +32,25 @@ from pabt_tf.run.records import read_json, write_json
 PROGRESS = "progress.json"
 BACKUP = "backup"
 LOCK = "run.lock"
+RESULTS = "results.json"
+# What a run writes into its directory (`reset` removes these and nothing else).
+RUN_FILES = (RESULTS, "history.json", PROGRESS, "pruning.png", "model.keras", "model.tflite")
+RUN_FOLDERS = (BACKUP, "checkpoints", "tensorboard", "teacher")
+
+
+class RunDirectoryError(RuntimeError):
+    """A run directory that cannot be used as asked: held by another live process, a
+    record of finished epochs without their checkpoint, ... The programs print its
+    message and exit with status 2 (no traceback)."""
+
+
+class RunMismatchError(RunDirectoryError, ValueError):
+    """The run directory holds a run with another configuration or other data."""
+
+
+class RunRecordError(RunDirectoryError, ValueError):
+    """A run's record (`progress.json`, `results.json`) is not what this code writes:
+    not JSON, or values of the wrong type."""
 
 
 class RunLock:
@@ -36,7 +61,7 @@ class RunLock:
     instead. A lock left by a process that no longer exists (killed) is taken over.
 
     # Raises
-        RuntimeError: on `__enter__`, if a live process holds the lock.
+        RunDirectoryError: on `__enter__`, if a live process holds the lock.
     """
 
     def __init__(self, run_dir: str):
@@ -50,7 +75,7 @@ class RunLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and holder != os.getpid() and _alive(holder):
-                    raise RuntimeError(
+                    raise RunDirectoryError(
                         f"{os.path.dirname(self.path)} is in use by process {holder} "
                         f"(its {LOCK}); wait for it, or delete the lock if that process "
                         "is not training there."
@@ -98,35 +123,36 @@ class RunProgress(tf.keras.callbacks.Callback):
         config: the run's configuration; a resumed run must have the same one.
         recorders: objects with `state()` / `restore(state)` (e.g. `EpochRecorder`)
             whose per-epoch lists are saved too, keyed by name.
+        data: what the run's data is (`data_record`); a resumed run must have the same.
 
     # Raises
-        ValueError: `progress.json` belongs to a run with another configuration.
-        RuntimeError: `progress.json` records finished epochs but `backup/` holds no
+        RunRecordError: `progress.json` is not JSON or not a progress record (names it).
+        RunMismatchError: `progress.json` belongs to a run with another configuration or
+            other data (names what changed).
+        RunDirectoryError: `progress.json` records finished epochs but `backup/` holds no
             checkpoint of them.
     """
 
-    def __init__(self, run_dir: str, config: dict[str, Any], recorders: dict[str, Any]):
+    def __init__(self, run_dir: str, config: dict[str, Any], recorders: dict[str, Any],
+                 data: dict[str, Any] | None = None):
         super().__init__()
         self.path = os.path.join(run_dir, PROGRESS)
         self.config = _comparable(config)
+        self.data = None if data is None else _plain(data)
         self.recorders = recorders
         self.state: dict[str, Any] = {"epochs_done": 0, "history": {}, "pieces": [], "recorders": {}}
         if os.path.exists(self.path):
-            saved = read_json(self.path)
-            if saved.get("config") != self.config:
-                raise ValueError(
-                    f"{self.path} belongs to a run with another configuration; use a new "
-                    "output_dir or delete the run directory to start over.\n"
-                    f"  saved:     {saved.get('config')}\n  requested: {self.config}"
-                )
-            if saved.get("epochs_done", 0) > 0 and not has_backup(run_dir):
+            saved = read_progress(self.path)
+            check_same_run(self.path, saved.get("config"), saved.get("data"), self.config, self.data)
+            if saved["epochs_done"] > 0 and not has_backup(run_dir):
                 # Without the weights the run would restart at epoch 0 while this record
                 # claims finished epochs: a history and train time of two different runs.
-                raise RuntimeError(
+                raise RunDirectoryError(
                     f"{self.path} records {saved['epochs_done']} finished epoch(s) but "
                     f"{os.path.join(run_dir, BACKUP)} holds no checkpoint to resume them "
-                    "from (deleted, or the directory was copied without it); delete "
-                    f"{self.path} to start the run over."
+                    "from (deleted, or the directory was copied without it); train it "
+                    "over with force=True (--force), which first deletes the run's files, "
+                    "or use another output directory."
                 )
             self.state = saved
         self._piece_start = time.time()
@@ -154,6 +180,8 @@ class RunProgress(tf.keras.callbacks.Callback):
         self.state["pieces"][-1]["seconds"] = time.time() - self._piece_start
         self.state["recorders"] = {n: r.state() for n, r in self.recorders.items()}
         self.state["config"] = self.config
+        if self.data is not None:
+            self.state["data"] = self.data
         write_json(self.path, self.state)
 
     def on_train_end(self, logs=None):
@@ -188,7 +216,181 @@ def finish(run_dir: str) -> None:
     shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
 
 
+def finished_results(run_dir: str) -> dict[str, Any] | None:
+    """The `results.json` of a finished run in `run_dir`, or None if there is none.
+
+    # Raises
+        RunRecordError: `results.json` is not a JSON object (names it).
+    """
+    path = os.path.join(run_dir, RESULTS)
+    if not os.path.exists(path):
+        return None
+    try:
+        results = read_json(path)
+    except ValueError as err:
+        raise RunRecordError(f"{err} It is the record of a finished run; to train the run "
+                             "over, use force=True (--force).") from None
+    if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
+        raise RunRecordError(f"{path}: expected a run's results (a JSON object with its "
+                             "'config'); to train the run over, use force=True (--force).")
+    return results
+
+
+def check_finished_run(run_dir: str, config: dict[str, Any], data: dict[str, Any] | None,
+                       results: dict[str, Any]) -> None:
+    """Check that the finished run in `run_dir` is the run `config` and `data` describe.
+
+    Compares with what `progress.json` recorded (the configuration as asked for), or,
+    without one, with the configuration in `results` (whose `decay_steps` the run may
+    have capped).
+
+    # Raises
+        RunMismatchError: naming what differs; RunRecordError: a malformed record.
+    """
+    progress = os.path.join(run_dir, PROGRESS)
+    if os.path.exists(progress):
+        saved = read_progress(progress)
+        check_same_run(progress, saved.get("config"), saved.get("data"),
+                       _comparable(config), None if data is None else _plain(data),
+                       finished=True)
+        return
+    saved_config = {k: v for k, v in _comparable(results["config"]).items() if k != "decay_steps"}
+    wanted = {k: v for k, v in _comparable(config).items() if k != "decay_steps"}
+    check_same_run(os.path.join(run_dir, RESULTS), saved_config, results.get("data"), wanted,
+                   None if data is None else _plain(data), finished=True)
+
+
+def check_same_run(path: str, saved_config, saved_data, config, data, finished=False) -> None:
+    """Refuse a run directory whose record (`path`) is of another run.
+
+    A key only one side has is not compared: it comes from another version of the code
+    (every run records every key of its version's configuration).
+
+    # Raises
+        RunMismatchError: naming each configuration key or data property that changed.
+    """
+    changes = _differences(saved_config or {}, config)
+    what = "another configuration"
+    if not changes and saved_data is not None and data is not None:
+        changes, what = _differences(saved_data, data), "other data"
+    if changes:
+        kind = "a finished run" if finished else "a run"
+        raise RunMismatchError(
+            f"{path} belongs to {kind} with {what}: " + "; ".join(changes) + ". "
+            "Use another output directory, or train over it with force=True (--force), "
+            "which first deletes the run's files."
+        )
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if key not in saved or key not in now or saved[key] == now[key]:
+            continue  # the same, or a key only one version of the code records
+        if key == "classes" and len(saved[key]) == len(now[key]):
+            renamed = [f"{a!r} -> {b!r}" for a, b in zip(saved[key], now[key]) if a != b]
+            out.append(f"classes (label order) changed: {', '.join(renamed)}")
+            continue
+        out.append(f"{key}: {_short(saved[key])} then, {_short(now[key])} now")
+    return out
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reset(run_dir: str) -> list[str]:
+    """Delete what a run wrote into `run_dir` (`RUN_FILES`, `RUN_FOLDERS`), so that it can
+    be trained over; other files in the directory are left alone. `results.json` goes
+    first: an interrupted reset leaves no finished-run record over missing files.
+
+    # Returns
+        The paths removed.
+    """
+    removed = []
+    for name in RUN_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            os.remove(path)
+            removed.append(path)
+    for name in RUN_FOLDERS:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed
+
+
+def read_progress(path: str) -> dict[str, Any]:
+    """A `progress.json`, checked.
+
+    # Raises
+        RunRecordError: naming `path`, if it is not JSON or its entries have the wrong
+            types (a hand-edited or foreign file), before anything is resumed from it.
+    """
+    try:
+        saved = read_json(path)
+    except ValueError as err:
+        raise RunRecordError(f"{err} To train the run over, use force=True (--force).") from None
+    problem = _progress_problem(saved)
+    if problem:
+        raise RunRecordError(
+            f"{path} is not a progress record of a run: {problem}. Repair it, or train the "
+            "run over with force=True (--force), which first deletes the run's files."
+        )
+    return saved
+
+
+def _progress_problem(saved: Any) -> str | None:
+    if not isinstance(saved, dict):
+        return f"expected a JSON object, found {type(saved).__name__}"
+    done = saved.get("epochs_done")
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        return f"'epochs_done' must be an integer >= 0, found {done!r}"
+    types = {"history": dict, "pieces": list, "recorders": dict}
+    for key, kind in types.items():
+        if not isinstance(saved.get(key), kind):
+            return f"{key!r} must be a JSON {'object' if kind is dict else 'array'}, found {saved.get(key)!r}"
+    for key in ("config", "data"):
+        if key in saved and not isinstance(saved[key], dict):
+            return f"{key!r} must be a JSON object, found {saved[key]!r}"
+    for key, values in saved["history"].items():
+        if not isinstance(values, list) or len(values) < done or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            return f"history {key!r} must be {done} number(s), found {_short(values)}"
+    for piece in saved["pieces"]:
+        if not (isinstance(piece, dict) and _number(piece.get("start_epoch"))
+                and _number(piece.get("seconds"))):
+            return f"each piece must be {{'start_epoch': int, 'seconds': number}}, found {_short(piece)}"
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def data_record(ds: Any) -> dict[str, Any]:
+    """What identifies a run's data (a `pabt_tf.data.Datasets`): its name, class names in
+    label order, number of classes, input shape, split sizes and fingerprint."""
+    return _plain({
+        "dataset": ds.name,
+        "classes": list(ds.classes),
+        "num_classes": ds.num_classes,
+        "input_shape": list(ds.input_shape),
+        "train_size": ds.train_size,
+        "validation_size": ds.validation_size,
+        "test_size": ds.test_size,
+        "fingerprint": getattr(ds, "fingerprint", ""),
+    })
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The configuration keys that define a run (not where or how verbosely it runs)."""
     ignore = {"output_dir", "verbose"}
-    return json.loads(json.dumps({k: v for k, v in sorted(config.items()) if k not in ignore}))
+    return _plain({k: v for k, v in sorted(config.items()) if k not in ignore})

@@ -30,7 +30,6 @@ importance momentum 0.99) are the best measured on Fashion-MNIST
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -41,15 +40,33 @@ import numpy as np
 import tensorflow as tf
 
 from pabt_tf import models as zoo
+from pabt_tf._atomic import atomic_path
 from pabt_tf.costs import model_costs
 from pabt_tf.data import load_datasets
 from pabt_tf.layers import pabt_layers
-from pabt_tf.run.evaluation import convert_run, loss_for, metrics_for, segmentation_results
+from pabt_tf.run.evaluation import (
+    CONVERSION_KEYS,
+    convert_run,
+    loss_for,
+    metrics_for,
+    segmentation_results,
+)
 from pabt_tf.run.latency import latency_results, latency_target
 from pabt_tf.run.plots import plot_run
 from pabt_tf.run.recorders import EpochRecorder, EvaluateBeforePruning, EventLog
 from pabt_tf.run.records import code_version, write_json
-from pabt_tf.run.state import RunLock, RunProgress, backup_callback, finish
+from pabt_tf.run.state import (
+    PROGRESS,
+    RunLock,
+    RunProgress,
+    backup_callback,
+    check_finished_run,
+    data_record,
+    finish,
+    finished_results,
+    read_progress,
+    reset,
+)
 
 __all__ = ["DEFAULTS", "train", "reconvert", "build"]
 
@@ -145,11 +162,16 @@ def reconvert(run_dir: str) -> dict[str, Any]:
     """Convert a finished run again from its saved `model.keras` (e.g. its conversion
     failed); update and return its `results.json`.
 
-    The previous error, if any, is kept as `earlier_convert_error`.
+    A conversion that succeeds replaces `model.tflite` and every conversion entry of the
+    results (`CONVERSION_KEYS`); the previous error, if any, is kept as
+    `earlier_convert_error`. One that fails (including writing `model.tflite`: disk
+    full, file-size limit) leaves the files and the entries of an earlier good
+    conversion as they were and records `reconvert_error`, or, if there was none,
+    `convert_error`.
 
     # Raises
         FileNotFoundError: the run has no `results.json` or no `model.keras`.
-        RuntimeError: another live process is using the run directory.
+        RunDirectoryError: another live process is using the run directory.
     """
     results_path = os.path.join(run_dir, "results.json")
     model_path = os.path.join(run_dir, "model.keras")
@@ -161,16 +183,25 @@ def reconvert(run_dir: str) -> dict[str, Any]:
 
 
 def _reconvert(run_dir: str, results_path: str, model_path: str) -> dict[str, Any]:
-    with open(results_path) as f:
-        results = json.load(f)
+    results = finished_results(run_dir)
     config = {**DEFAULTS, **results["config"]}
     tf.keras.backend.clear_session()
     model = tf.keras.models.load_model(model_path, compile=False)  # our own file
     ds = _datasets(config)
     info = convert_run(model, config, ds.test, run_dir, ds.ignore_label)
-    if "convert_error" in results:
-        results["earlier_convert_error"] = results.pop("convert_error")
-    results.update(info)
+    had_flatbuffer = "convert_error" not in results and os.path.exists(
+        os.path.join(run_dir, "model.tflite"))
+    if "convert_error" in info:
+        if had_flatbuffer:  # the earlier file is intact: its entries still describe it
+            results["reconvert_error"] = info["convert_error"]
+        else:
+            results["convert_error"] = info["convert_error"]
+    else:
+        if "convert_error" in results:
+            results["earlier_convert_error"] = results.pop("convert_error")
+        for key in (*CONVERSION_KEYS, "reconvert_error"):
+            results.pop(key, None)
+        results.update(info)
     write_json(results_path, results)
     return results
 
@@ -206,31 +237,50 @@ def build(config: dict, input_shape, num_classes) -> tf.keras.Model:
     return zoo.build_model(config["model"], config["method"], **kwargs)
 
 
-def train(config: dict[str, Any], extra_callbacks=()) -> dict[str, Any]:
+def train(config: dict[str, Any], extra_callbacks=(), force: bool = False) -> dict[str, Any]:
     """Train, evaluate, convert; write the run directory; return the results dict.
+
+    A run directory holding a stopped run of the same configuration and data resumes it;
+    one holding that run finished returns its results without training (with
+    `"reused": True`), unless `force`.
 
     # Arguments
         config: keys of `DEFAULTS` (missing ones take the defaults).
         extra_callbacks: more Keras callbacks for `fit`.
+        force: train afresh: once the data and model are checked, delete what an earlier
+            run wrote into the directory (`pabt_tf.run.state.reset`; other files stay).
 
     # Raises
-        ValueError: on unknown config keys, or a run directory holding a run with
-            another configuration.
-        RuntimeError: another live process is training in the same run directory.
+        ValueError: on unknown config keys or bad data arguments, a data set of fewer
+            than two classes.
+        pabt_tf.run.state.RunMismatchError: (a `ValueError`) the run directory holds a
+            run with another configuration or other data (names what changed).
+        pabt_tf.run.state.RunDirectoryError: another live process is training in the
+            same run directory; a record of finished epochs without their checkpoint;
+            a malformed record.
     """
     config = {**DEFAULTS, **config}
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"Unknown config keys {sorted(unknown)}.")
-    if config["bn_recalibration_batches"] != 0:
-        from pabt_tf._validation import check_int
-
-        check_int("bn_recalibration_batches", config["bn_recalibration_batches"])
+    _check_counts(config)
     with RunLock(os.path.abspath(config["output_dir"])):
-        return _train(config, extra_callbacks)
+        return _train(config, extra_callbacks, force)
 
 
-def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
+def _check_counts(config: dict[str, Any]) -> None:
+    """The run's counts are integers in range, checked before the run directory is used."""
+    for key, minimum, optional in (("epochs", 1, False), ("steps", 1, True),
+                                   ("verify_samples", 0, False), ("bn_recalibration_batches", 0, False)):  # fmt: skip
+        value = config[key]
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"`{key}` must be an integer >= {minimum}"
+                             + (" or None" if optional else "") + f", got {value!r}.")
+
+
+def _train(config: dict[str, Any], extra_callbacks, force: bool = False) -> dict[str, Any]:
     run_config = dict(config)  # as asked for; a resumed run must ask for the same
     method = config["method"]
     out = os.path.abspath(config["output_dir"])
@@ -238,7 +288,22 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(config["seed"])
 
+    finished = None if force else finished_results(out)
+    if not force and os.path.exists(os.path.join(out, PROGRESS)):
+        read_progress(os.path.join(out, PROGRESS))  # a malformed record: named before any work
     ds = _datasets(config)
+    if ds.num_classes < 2:
+        raise ValueError(
+            f"The {config['dataset']} data has {ds.num_classes} class(es) "
+            f"{list(ds.classes)}; a classifier needs at least 2."
+        )
+    data = data_record(ds)
+    if finished is not None:
+        check_finished_run(out, run_config, data, finished)
+        print(f"{out} holds this run, finished (its results.json); not training it again. "
+              "To train it over: force=True (--force), or another output directory.",
+              flush=True)
+        return {**finished, "reused": True}
     steps = config["steps"] or ds.steps_per_epoch
     train_data = ds.train.repeat() if config["steps"] else ds.train
     total_steps = steps * config["epochs"]
@@ -256,6 +321,8 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         method, lr, config["latent_weights"], config["bop_threshold"], _bop_gamma(config, total_steps)
     )
     model.compile(optimizer, loss_for(ds), metrics=metrics_for(ds))
+    if force:  # everything is checked: only now does the earlier run go
+        reset(out)
 
     tb_dir = os.path.join(out, "tensorboard")
     callbacks: list[tf.keras.callbacks.Callback] = []
@@ -294,7 +361,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         recorders["mbn"] = mbn
     if pruning is not None:
         recorders["pruning"] = EventLog(pruning)
-    progress = RunProgress(out, run_config, recorders)
+    progress = RunProgress(out, run_config, recorders, data)
     if progress.resumed:
         progress.restore_recorders()
         print(f"Resuming {out} after epoch {progress.state['epochs_done']}", flush=True)
@@ -372,6 +439,7 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
         "train_size": ds.train_size,
         "test_size": ds.test_size,
         "normalization": None if ds.mean is None else {"mean": ds.mean, "std": ds.std},
+        "data": data,
         "code": code_version(),
         "plot": plot_path,
         **model_costs(model),
@@ -381,7 +449,8 @@ def _train(config: dict[str, Any], extra_callbacks) -> dict[str, Any]:
     if config["save_model"]:
         path = os.path.join(out, "model.keras")
         try:
-            model.save(path)
+            with atomic_path(path) as tmp:  # a failed save keeps no half-written file
+                model.save(tmp)
             results["keras_file_bytes"] = os.path.getsize(path)
         except Exception as err:  # report, do not lose the run
             results["keras_save_error"] = f"{type(err).__name__}: {err}"
