@@ -271,7 +271,7 @@ cifar10_ste30() {  # 4f's missing baseline: the Larq STE BNN at 30 epochs, seeds
 # results/camvid/PLAN.md. Two streams, one thread each (camvid_a, camvid_b).
 CV=$RESULTS/camvid
 CV_EPOCHS=${CV_EPOCHS:-60}
-CV_WIDTH=${CV_WIDTH:-32}
+CV_WIDTH=${CV_WIDTH:-16}  # width 32 left 4.92 mIoU points of headroom (results/camvid/headroom_w32.md)
 CAMVID="--dataset camvid --data_dir ${CAMVID_DIR:-../shared/data/camvid} --model segmentation_resnet18 --epochs $CV_EPOCHS --threads 1 --batch_size 8 --validation_size 0 --verify_samples 40 --bn_recalibration_batches 23"
 CV_DATA='{"image_size": [192, 256], "class_weights": "median_frequency"}'
 CV_MODEL="{\"width\": $CV_WIDTH, \"decoder_filters\": 64}"

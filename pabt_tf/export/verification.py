@@ -320,12 +320,14 @@ def verify(
             raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
     if probe not in (None, True, False):
         raise ValueError(f"`probe` must be None, True or False, got {probe!r}.")
-    match = match_io(model, flatbuffer)  # which flatbuffer input/output is which, by name
     if use_indirect_bgemm is None:
         use_indirect_bgemm = default_indirect_bgemm()
+    # The probe first: a file that crashes an interpreter is refused before this process
+    # reads anything more of it.
     if probe or (probe is None and _digest(flatbuffer) not in _CONVERTED):
         settings = dict(num_threads=num_threads, use_indirect_bgemm=bool(use_indirect_bgemm))
         probe_in_subprocess(flatbuffer, "`flatbuffer`", [settings])
+    match = match_io(model, flatbuffer)  # which flatbuffer input/output is which, by name
     interpreter = Interpreter(
         bytes(flatbuffer), num_threads=num_threads, use_indirect_bgemm=use_indirect_bgemm
     )
