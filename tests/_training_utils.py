@@ -95,3 +95,15 @@ def run_in_fresh_process(script: str, cwd: str) -> dict:
                           env=env, cwd=cwd, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class StopAtEpoch(tf.keras.callbacks.Callback):
+    """Stops training at the start of epoch `epoch`, as a kill would."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")

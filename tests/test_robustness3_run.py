@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import StopAtEpoch  # noqa: E402
 
 from experiments import train
 from pabt_tf.run import state
@@ -24,18 +25,6 @@ TINY = dict(
     test_limit=32, verify_samples=16, model_kwargs={"filters": [8, 8, 8, 8], "stem_filters": 8},
     prune_begin=0.3, prune_end=0.6, decay_steps=0, convert=False, save_model=False, verbose=0,
 )  # fmt: skip
-
-
-class _Crash(tf.keras.callbacks.Callback):
-    """Stops training at the start of epoch `epoch` (like a kill)."""
-
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
 
 
 def _files(root):
@@ -52,7 +41,7 @@ def test_a_run_directory_started_again_resumes_reports_or_trains_afresh(tmp_path
     finished epoch(s) but backup holds no checkpoint"); another configuration is refused."""
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train.train(dict(TINY, output_dir=str(out)), extra_callbacks=[_Crash(1)])
+        train.train(dict(TINY, output_dir=str(out)), extra_callbacks=[StopAtEpoch(1)])
     shutil.rmtree(out / state.BACKUP)
     with pytest.raises(state.RunDirectoryError, match=r"records 1 finished epoch.*--force"):
         train.train(dict(TINY, output_dir=str(out)))
@@ -125,7 +114,7 @@ def test_resume_with_a_renamed_class_folder_is_refused(tmp_path):
     _image_tree(data_dir)
     config = dict(FOLDER_RUN, data_dir=str(data_dir), output_dir=str(out))
     with pytest.raises(KeyboardInterrupt):
-        train.train(config, extra_callbacks=[_Crash(1)])
+        train.train(config, extra_callbacks=[StopAtEpoch(1)])
     progress = json.loads((out / state.PROGRESS).read_text())
     assert progress["data"]["classes"] == ["ant", "bee", "cat"]
     assert progress["data"]["train_size"] == 30 and len(progress["data"]["fingerprint"]) == 16

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from _training_utils import StopAtEpoch  # noqa: E402
 
 from experiments import compare, train
 from pabt_tf.run import state
@@ -22,22 +23,10 @@ TINY = dict(
 )  # fmt: skip
 
 
-class _Crash(tf.keras.callbacks.Callback):
-    """Stops the process's training at the start of epoch `epoch` (like a kill)."""
-
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
 def test_stopped_run_resumes_from_its_last_epoch(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
-        train.train(dict(TINY, output_dir=out), extra_callbacks=[_Crash(2)])
+        train.train(dict(TINY, output_dir=out), extra_callbacks=[StopAtEpoch(2)])
     progress = json.loads((tmp_path / "run" / PROGRESS).read_text())
     assert progress["epochs_done"] == 2 and not (tmp_path / "run" / "results.json").exists()
     events_before = len(progress["recorders"]["pruning"])
@@ -63,7 +52,7 @@ def test_stopped_run_resumes_from_its_last_epoch(tmp_path):
 def test_resume_refuses_another_configuration(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
-        train.train(dict(TINY, output_dir=out), extra_callbacks=[_Crash(1)])
+        train.train(dict(TINY, output_dir=out), extra_callbacks=[StopAtEpoch(1)])
     assert not os.path.exists(os.path.join(out, LOCK))  # released by the interrupted run
     with pytest.raises(ValueError, match="another configuration"):
         train.train(dict(TINY, output_dir=out, learning_rate=1e-4))
@@ -75,7 +64,7 @@ def test_resume_refuses_a_record_without_its_backup(tmp_path):
     naming both paths, before anything in the run directory changes."""
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train.train(dict(TINY, output_dir=str(out)), extra_callbacks=[_Crash(1)])
+        train.train(dict(TINY, output_dir=str(out)), extra_callbacks=[StopAtEpoch(1)])
     assert state.has_backup(str(out))
     shutil.rmtree(out / state.BACKUP)
     assert not state.has_backup(str(out))
@@ -143,7 +132,7 @@ def test_self_distilling_run_resumes_with_its_teacher(tmp_path):
                 self.when = lambda b: False
 
     with pytest.raises(KeyboardInterrupt):
-        train.train(config, extra_callbacks=[_Crash(2), _Teacher(lambda b: True)])
+        train.train(config, extra_callbacks=[StopAtEpoch(2), _Teacher(lambda b: True)])
     assert (tmp_path / "run" / "teacher" / "weights.index").exists()
     assert len(teachers) == 1  # taken at the first pruning step, before the kill
     shutil.copytree(tmp_path / "run", tmp_path / "copy")
