@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from experiments.common import read_json  # noqa: E402
+from pabt_tf._atomic import atomic_path  # noqa: E402
 from pabt_tf.data import load_datasets  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -103,10 +104,9 @@ def picture(runs: list[str], labels: list[str], images: list[int], output: str) 
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 11), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = output + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(output) as tmp:  # a failed write leaves an earlier picture intact
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, output)  # a failed write leaves an earlier picture intact
     return output
 
 

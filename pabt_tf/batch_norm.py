@@ -13,7 +13,6 @@ the weights fixed. CIFAR-10 at batch 128 showed no such gap.
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 from pabt_tf._validation import check_int
@@ -105,6 +104,3 @@ class BatchNormRecalibration(tf.keras.callbacks.Callback):
         if self._stale:
             self._recalibrate()
 
-
-def _moving_statistics(model: tf.keras.Model) -> list[np.ndarray]:  # for tests and reports
-    return [v.numpy() for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]

@@ -39,6 +39,7 @@ from pabt_tf.data.pipeline import (
     batch,
     check_batch_size,
     check_limit,
+    check_normalization,
     fingerprint,
     normalize_image,
     train_pipeline,
@@ -412,10 +413,10 @@ def segmentation_datasets(
                          f"got {class_weights!r}.")
     if (mean is None) != (std is None):
         raise ValueError("`mean` and `std` must be given together.")
-    for arg, value in (("mean", mean), ("std", std)):
-        if value is not None and (len(value) != 3 or not np.all(np.isfinite(np.asarray(value, float)))
-                                  or (arg == "std" and min(value) <= 0)):
-            raise ValueError(f"`{arg}` must be 3 finite numbers (std > 0), got {value!r}.")
+    if mean is not None:
+        check_normalization(mean, std)
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"`mean` and `std` must have 3 values (RGB), got {mean!r}, {std!r}.")
     if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) or validation_size < 0:
         raise ValueError(f"`validation_size` must be a non-negative integer, got {validation_size!r}.")
 
