@@ -41,6 +41,8 @@ class Latency:
         median_ms, min_ms: over all timed single-sample runs.
         runs: number of timed runs.
         round_ms: median of each interleaving round (for paired ratios).
+        round_min_ms: fastest run of each round (another process can only add time to a
+            run, so a round's fastest is its least disturbed; for paired differences).
     """
 
     label: str
@@ -50,6 +52,7 @@ class Latency:
     min_ms: float
     runs: int
     round_ms: list = dataclasses.field(default_factory=list, repr=False)
+    round_min_ms: list = dataclasses.field(default_factory=list, repr=False)
 
 
 def paired_ratio(a: Latency, b: Latency) -> float:
@@ -143,6 +146,7 @@ def host_latencies(
             x = rng.standard_normal(next(iter(shapes.values()))).astype(np.float32)
             times: dict[str, list[float]] = {label: [] for label in interpreters}
             per_round: dict[str, list[float]] = {label: [] for label in interpreters}
+            round_min: dict[str, list[float]] = {label: [] for label in interpreters}
             for it in interpreters.values():
                 for _ in range(warmup):
                     it.interpreter.predict([x])
@@ -158,11 +162,12 @@ def host_latencies(
                         ts.append(1000.0 * (now() - start))
                     times[label] += ts
                     per_round[label].append(statistics.median(ts))
+                    round_min[label].append(min(ts))
             for label, ts in times.items():
                 used = (kernel_overrides or {}).get(label, kernel)
                 results.append(
                     Latency(label, used, n_threads, statistics.median(ts), min(ts), len(ts),
-                            per_round[label])
+                            per_round[label], round_min[label])
                 )  # fmt: skip
     return results
 

@@ -7,7 +7,8 @@ mask, all timed in one interleaved group (`pabt_tf.export.latency.host_latencies
 the unpruned twin (every binary convolution active) and per layer a twin with that
 layer at one binary convolution, the others unpruned (the BNN twin, every layer at one,
 is timed too, for the record). The difference to the unpruned twin (the median over
-rounds of per-round differences, so load that comes and goes cancels out), divided by
+rounds of per-round differences of the fastest runs, so load that comes and goes
+cancels out), divided by
 `M·N − 1`, is the layer's `per_conv_ms` (its activation bases' bit-packing included:
 on this host a base's share was within the noise, so `per_base_ms` is 0). Anchoring at
 the unpruned network (not the BNN) keeps LCE's BNN-only fusion (a binary convolution
@@ -79,8 +80,12 @@ def _one_mask(layer: PaBTLayer) -> np.ndarray:
 
 
 def _paired(a, b) -> float:
-    """Median over interleaving rounds of a's round median − b's."""
-    return statistics.median(x - y for x, y in zip(a.round_ms, b.round_ms))
+    """Median over interleaving rounds of a's fastest run − b's. Another process can only
+    add time to a run (on a shared machine, or a core's SMT sibling busy for part of a
+    round), so a round's fastest run is its least disturbed one: the slopes are the
+    differences of small numbers of milliseconds, and a round's median moved them by a
+    third under intermittent load (CI), its minimum does not."""
+    return statistics.median(x - y for x, y in zip(a.round_min_ms, b.round_min_ms))
 
 
 def _alone(layer: PaBTLayer, shape: tuple) -> tuple[tf.keras.Model, tf.keras.Model]:
@@ -99,8 +104,8 @@ def latency_table(
     threads: int = 1,
     input_shape: Sequence[int] | None = None,
     kernels: str = "indirect_bgemm",
-    rounds: int = 7,
-    repeats: int = 5,
+    rounds: int = 11,
+    repeats: int = 7,
     warmup: int = 3,
     seed: int = 0,
     clock: str | None = None,
@@ -190,7 +195,8 @@ def latency_table(
     how = (
         f"host, LCE Python interpreter ({kernels}, {threads} thread(s)), single-sample "
         f"medians of {rounds}x{repeats} interleaved runs ({clock} clock): per_conv_ms = "
-        "(unpruned twin - twin with the layer at 1) / (M·N - 1), paired per round; "
+        "(unpruned twin - twin with the layer at 1) / (M·N - 1), paired per round "
+        "(each round's fastest run); "
         "fixed_ms = the layer alone at 1 minus a one-RELU model minus per_conv_ms; "
         "rest_ms = unpruned twin - every layer unpruned"
     )
