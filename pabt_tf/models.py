@@ -236,13 +236,19 @@ def vgg_small(
     return _finish(spec, inputs, outputs, f"vgg_small_{method}", **model_kwargs)
 
 
-def _resnet18_stem(x, cifar_stem: bool, width: int):
+def _resnet18_stem(x, cifar_stem: bool, width: int, relu: bool):
+    """Float stem. `relu` only for the float network: a ReLU before the first block's
+    sign makes that sign +1 everywhere (sign(0) = +1), so the first binary convolution
+    would see a constant input and output one constant per channel (measured on a
+    CamVid BNN: all 32 channels). Binary networks end the stem at batch norm and
+    max-pool, as Larq Zoo's Bi-Real Net."""
     if cifar_stem:
         x = _LAYERS.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(x)
         return _bn(x, "stem_bn")
     x = _LAYERS.Conv2D(width, 7, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = _bn(x, "stem_bn")
-    x = _LAYERS.ReLU(name="stem_relu")(x)
+    if relu:
+        x = _LAYERS.ReLU(name="stem_relu")(x)
     return _LAYERS.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
 
 
@@ -268,7 +274,7 @@ def resnet18(
     """
     model_kwargs, spec = _split_kwargs(method, weight_bases, activation_bases, latent_weights, kwargs)
     inputs = tf.keras.Input(input_shape)
-    x = _resnet18_stem(inputs, cifar_stem, width)
+    x = _resnet18_stem(inputs, cifar_stem, width, relu=spec.method == "float")
     x = _resnet_body(spec, x, [width * m for m in (1, 2, 4, 8)], (2, 2, 2, 2), (1, 2, 2, 2))[-1]
     x = _LAYERS.GlobalAveragePooling2D(name="gap")(x)
     outputs = _LAYERS.Dense(num_classes, name="logits")(x)
@@ -302,7 +308,7 @@ def segmentation_resnet18(
         raise ValueError(f"`input_shape` height and width must be multiples of 32, got {input_shape}.")
     model_kwargs, spec = _split_kwargs(method, weight_bases, activation_bases, latent_weights, kwargs)
     inputs = tf.keras.Input(input_shape)
-    x = _resnet18_stem(inputs, False, width)
+    x = _resnet18_stem(inputs, False, width, relu=spec.method == "float")
     s8, s16, s32 = _resnet_body(
         spec, x, [width * m for m in (1, 2, 4, 8)], (2, 2, 2, 2), (1, 2, 2, 2)
     )[1:]

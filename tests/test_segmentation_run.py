@@ -57,7 +57,8 @@ def pabt_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seg")
     data = _mask_folder(tmp / "data")
     out = tmp / "runs" / "pabt_s0"
-    results = run_train.train(dict(CONFIG, data_dir=str(data), method="pabt", output_dir=str(out)))
+    results = run_train.train(dict(CONFIG, data_dir=str(data), method="pabt", output_dir=str(out),
+                                   bn_recalibration_batches=2))
     return data, out, results
 
 
@@ -72,6 +73,8 @@ def test_segmentation_pabt_run_prunes_converts_and_scores(pabt_run):
     assert len(full["per_class_iou"]) == 3 and full["class_names"] == ["red", "green", "blue"]
     assert np.sum(full["confusion"]) == 4 * (H * W - 9)  # every labelled test pixel, once
     assert results["val_miou"] is not None
+    # Recalibrated batch norms, then constant channels folded (none or some: recorded).
+    assert isinstance(results["constant_channels_folded"], dict)
     # The loss followed the task: class-weighted, ignore label out.
     assert json.loads((out / "results.json").read_text())["config"]["dataset"] == "mask_folder"
     # LCE: one LceBconv2d per binary convolution (16 in the encoder), nothing left float,

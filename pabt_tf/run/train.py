@@ -390,6 +390,13 @@ def _train(config: dict[str, Any], extra_callbacks, force: bool = False) -> dict
         verbose=config["verbose"],
     )
     train_seconds = progress.train_seconds
+    folded = None
+    if config["bn_recalibration_batches"]:
+        # Dead channels (a constant binary-convolution output) into their constant: LCE's
+        # fused batch norm would round them across the next sign (pabt_tf.batch_norm).
+        from pabt_tf.batch_norm import fold_constant_channels
+
+        folded = fold_constant_channels(model, ds.train, config["bn_recalibration_batches"])
     test = model.evaluate(ds.test, verbose=0, return_dict=True)
     if distill:  # a plain PaBTModel on the same layers, for saving and export
         model = pabt_tf.PaBTModel.from_functional(
@@ -440,6 +447,7 @@ def _train(config: dict[str, Any], extra_callbacks, force: bool = False) -> dict
         "test_size": ds.test_size,
         "normalization": None if ds.mean is None else {"mean": ds.mean, "std": ds.std},
         "data": data,
+        "constant_channels_folded": folded,
         "code": code_version(),
         "plot": plot_path,
         **model_costs(model),
