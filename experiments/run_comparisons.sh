@@ -181,6 +181,17 @@ cifar10_latency() {  # Issue 28: prune to 1.5x and 2x the PaBT BNN's measured LC
         $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" \
             --latency_budget_x_bnn "$x" --tag "${TAG}_lat$x" --output_dir $C10/latency/pabt_lat$x
     done
+    # Budget-matched: PaBT with budget= the MAC-weighted mean of binary convolutions the
+    # latency runs ended at (their mean over seeds), plain and MAC-weighted ranking; the
+    # measured latencies of both are compared in the tables (not forced equal).
+    local b
+    for x in 1.5 2; do
+        b=$($PY -m experiments.matched_budget $C10/latency/pabt_lat$x)
+        $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" \
+            --budget "$b" --tag "${TAG}_b$b" --output_dir $C10/latency/pabt_matched$x
+        $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" \
+            --budget "$b" --mac_weighted --tag "${TAG}_b${b}_mac" --output_dir $C10/latency/pabt_matched${x}_mac
+    done
 }
 
 cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines merged in.
