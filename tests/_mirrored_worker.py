@@ -2,8 +2,9 @@
 configured before TensorFlow initializes its devices).
 
 `python tests/_mirrored_worker.py OUT.json`: trains the same model on one device and under
-`MirroredStrategy` over two logical CPUs, once for a single step and once for a short
-`fit` with pruning, and writes every replica's pruning state and the single-device one.
+`MirroredStrategy` over two logical CPUs, once for a single step, once for a short
+`fit` with pruning and once with pruning to a latency budget, and writes every
+replica's pruning state and the single-device one.
 """
 
 import json
@@ -49,17 +50,44 @@ def state(model, strategy=None):
     return out
 
 
-def run(x, y, strategy, steps, prune):
+def latency_table(model):
+    """A made-up table (no measurement): per-conv costs that differ between the layers,
+    so that the latency ranking is not the plain one."""
+    from pabt_tf.export import LatencyTable, LayerLatency
+
+    rows = []
+    for layer, per_conv in zip(pabt.pabt_layers(model), (0.5, 0.2)):
+        shape = list(layer.reference_input_shape)
+        rows.append(LayerLatency(layer.name, type(layer).__name__, shape,
+                                 layer.compute_output_shape(shape).as_list(),
+                                 layer.weight_bases, layer.activation_bases, 0.1, per_conv))
+    return LatencyTable(layers=rows, rest_ms=1.0, threads=1, kernels="default",
+                        source="host", how="made up")
+
+
+def run(x, y, strategy, steps, prune, latency=False):
     if strategy is None:
         model = build()
     else:
         with strategy.scope():
             model = build()
-    callbacks = []
+    callbacks, extra = [], {}
     if prune:
-        callbacks = [pabt.PaBTPruningCallback(pabt.schedules.PolynomialDecay(2, 10, frequency=4))]
+        schedule = pabt.schedules.PolynomialDecay(2, 10, frequency=4)
+        if latency:
+            table = latency_table(model)
+            low, high = table.range_ms()
+            target = low + 0.4 * (high - low)
+            callbacks = [pabt.PaBTPruningCallback(schedule, latency_budget_ms=target,
+                                                  latency_table=table)]
+            extra["target"] = target
+        else:
+            callbacks = [pabt.PaBTPruningCallback(schedule)]
     model.fit(x[: steps * BATCH], y[: steps * BATCH], batch_size=BATCH, shuffle=False,
               verbose=0, callbacks=callbacks)
+    if latency:
+        extra["predicted"] = latency_table(model).predict_model(model)
+        return {"layers": state(model, strategy), **extra}
     return state(model, strategy)
 
 
@@ -71,6 +99,8 @@ def main(out_path):
     result = {
         "one_step": {"single": run(x, y, None, 1, False), "mirrored": run(x, y, strategy, 1, False)},
         "fit": {"single": run(x, y, None, STEPS, True), "mirrored": run(x, y, strategy, STEPS, True)},
+        "fit_latency": {"single": run(x, y, None, STEPS, True, latency=True),
+                        "mirrored": run(x, y, strategy, STEPS, True, latency=True)},
     }
     with open(out_path, "w") as f:
         json.dump(result, f)

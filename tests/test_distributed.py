@@ -61,6 +61,16 @@ def test_mirrored_fit_prunes_same_convs_on_every_replica(mirrored):
     assert [int(np.sum(s["mask"][0])) for s in single] == [1, 1]
 
 
+def test_mirrored_fit_to_a_latency_budget_prunes_the_same_on_every_replica(mirrored):
+    single, replicated = mirrored["fit_latency"]["single"], mirrored["fit_latency"]["mirrored"]
+    _check_replicas_identical(replicated["layers"])
+    for s, r in zip(single["layers"], replicated["layers"]):
+        np.testing.assert_array_equal(r["mask"][0], s["mask"][0])
+    assert single["predicted"] == replicated["predicted"] <= single["target"]
+    # Stopped at the target, not pruned to a BNN: more than one conv in some layer.
+    assert sum(int(np.sum(s["mask"][0])) for s in single["layers"]) > 2
+
+
 @pytest.mark.slow
 def test_multi_worker_mirrored_two_processes(tmp_path):
     out = tmp_path / "multi_worker.json"
