@@ -39,7 +39,8 @@ def headroom(float_result: dict, bnn_result: dict, min_gap: float) -> dict:
         ValueError: a run has no validation accuracy, or the two runs differ in data set,
             model, epochs or seed (their accuracies would not compare).
     """
-    keys = ("dataset", "model", "epochs", "seed", "validation_size", "data_dir", "data_kwargs")
+    keys = ("dataset", "model", "model_kwargs", "epochs", "seed", "validation_size", "data_dir",
+            "data_kwargs")
     a, b = float_result["config"], bnn_result["config"]
     differ = [k for k in keys if a.get(k) != b.get(k)]
     if differ:

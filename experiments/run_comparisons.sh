@@ -283,6 +283,8 @@ cifar10_ste30() {  # 4f's missing baseline: the Larq STE BNN at 30 epochs, seeds
 CV=$RESULTS/camvid
 CV_EPOCHS=${CV_EPOCHS:-60}
 CV_WIDTH=${CV_WIDTH:-16}  # width 32 left 4.92 mIoU points of headroom (results/camvid/headroom_w32.md)
+# Each width/epochs setting has its own headroom pair (results/camvid/headroom_w16_e60.md: 2.11).
+CV_HEAD=$CV/headroom_w${CV_WIDTH}_e${CV_EPOCHS}
 CAMVID="--dataset camvid --data_dir ${CAMVID_DIR:-../shared/data/camvid} --model segmentation_resnet18 --epochs $CV_EPOCHS --threads 1 --batch_size 8 --validation_size 0 --verify_samples 40 --bn_recalibration_batches 23"
 CV_DATA='{"image_size": [192, 256], "class_weights": "median_frequency"}'
 CV_MODEL="{\"width\": $CV_WIDTH, \"decoder_filters\": 64}"
@@ -303,9 +305,9 @@ cv_run() {  # cv_run METHODS SEEDS OUT [more flags]
         --output_dir "$out" "$@"
 }
 cv_headroom() {  # 6a. Full precision vs the Bi-Real-style BNN, seed 0, validation mIoU: >= 5?
-    $PY -m experiments.headroom --float_run $CV/headroom/float/runs/float_s0 \
-        --bnn_run $CV/headroom/bnn_bireal/runs/bnn_bireal_s0 --min_gap 5 \
-        --output $CV/headroom.md --wait_minutes 240
+    $PY -m experiments.headroom --float_run $CV_HEAD/float/runs/float_s0 \
+        --bnn_run $CV_HEAD/bnn_bireal/runs/bnn_bireal_s0 --min_gap 5 \
+        --output $CV_HEAD.md --wait_minutes "${1:-240}"
 }
 cv_chosen() {  # the PaBT variant chosen on validation mIoU of seeds 0-2 (6b)
     local v
@@ -321,8 +323,13 @@ sys.exit(not rows or any(r["seeds"] != [0, 1, 2] for r in rows))' $CV/select/$v/
     winner=$(cat $CV/selection.winner)
     basename "${winner%%:*}"
 }
+camvid_probe() {  # 6a alone for one CV_WIDTH/CV_EPOCHS setting: both runs, then the check
+    cv_run float 0 $CV_HEAD/float --model_kwargs "$CV_MODEL"
+    cv_run bnn_bireal 0 $CV_HEAD/bnn_bireal --model_kwargs "$CV_MODEL"
+    cv_headroom 0
+}
 camvid_a() {
-    cv_run float 0 $CV/headroom/float --model_kwargs "$CV_MODEL"
+    cv_run float 0 $CV_HEAD/float --model_kwargs "$CV_MODEL"
     cv_headroom
     # 6b. Selection on validation mIoU, seeds 0-2: the default and approx_sign (CIFAR-10's choice).
     for v in pabt pabt_approx; do
@@ -336,7 +343,7 @@ camvid_a() {
     cv_run pabt "$SEEDS" $CV/frontier/pabt_b2 "${CVVARIANT[@]}" --tag "${TAG}_b2" --budget 2
 }
 camvid_b() {
-    cv_run bnn_bireal 0 $CV/headroom/bnn_bireal --model_kwargs "$CV_MODEL"
+    cv_run bnn_bireal 0 $CV_HEAD/bnn_bireal --model_kwargs "$CV_MODEL"
     cv_headroom
     # 6c. The baselines on seeds 3-5: both BNNs and full precision; 6d. ABC-Net 2/1.
     cv_run bnn_bireal,bnn,float "$SEEDS" $CV/compare/baselines --model_kwargs "$CV_MODEL"
