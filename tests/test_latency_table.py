@@ -57,8 +57,10 @@ def test_table_shape_json_round_trip_and_predictions(tmp_path):
     assert table.threads == 1 and table.kernels == "indirect_bgemm" and table.source == "host"
     assert table.lce_version and table.input_shape == [1, 32, 32, 3]
     assert "interleaved" in table.how and "twin" in table.how
-    # The unpruned twin anchors the table: predicted exactly there.
+    # The unpruned and the BNN twins anchor the table: predicted exactly at both.
     assert table.predict([4, 4, 4]) == pytest.approx(table.unpruned_ms)
+    assert table.predict([1, 1, 1]) == pytest.approx(table.bnn_ms)
+    assert all("per_conv_ms_one_at_a_time" in row.measured for row in table.layers)
     assert table.bnn_ms < table.unpruned_ms / 2  # 12 vs 3 binary convolutions
     path = tmp_path / "table.json"
     table.save(path)
@@ -74,6 +76,7 @@ def test_table_shape_json_round_trip_and_predictions(tmp_path):
         "mixed": [[[1, 1], [1, 0]], [[1, 0], [0, 0]], [[1, 1], [1, 1]]],
         "low": [[[1, 0], [0, 0]], [[1, 1], [0, 1]], [[1, 0], [1, 0]]],
         "two_each": [[[1, 1], [0, 0]], [[0, 1], [1, 0]], [[1, 0], [1, 0]]],
+        "bnn": [[[1, 0], [0, 0]]] * 3,
         "unpruned": [[[1, 1], [1, 1]]] * 3,
     }
     flatbuffers, predicted = {}, {}
@@ -82,9 +85,9 @@ def test_table_shape_json_round_trip_and_predictions(tmp_path):
         with _masks(model, lambda layer: np.array(next(it), bool)):
             flatbuffers[name] = pabt.convert(model)
             predicted[name] = table.predict_model(model)
-    # Each state's fastest run (another process can only add time; what the table's
-    # slopes are made of too, `latency_measure._paired`).
-    timed = {r.label: r.min_ms for r in host_latencies(
+    # Each state's undisturbed latency (the median of each round's fastest run: another
+    # process can only add time), the statistic the table is made of.
+    timed = {r.label: r.settled_ms for r in host_latencies(
         flatbuffers, kernels=("indirect_bgemm",), rounds=11, repeats=7, clock="thread")}
     # This 2-core machine is shared: its speed drifts by tens of percent between the
     # table's measurement and this one (measured 25-40 % in absolute terms under a load

@@ -54,6 +54,14 @@ class Latency:
     round_ms: list = dataclasses.field(default_factory=list, repr=False)
     round_min_ms: list = dataclasses.field(default_factory=list, repr=False)
 
+    @property
+    def settled_ms(self) -> float:
+        """The median over rounds of each round's fastest run: the latency of an
+        undisturbed run. On an idle core it equals the median; on a shared one the median
+        also counts the other processes (cache, an SMT sibling), this does not. Latency
+        tables are anchored at it and the runs compare their flatbuffers by it."""
+        return statistics.median(self.round_min_ms) if self.round_min_ms else self.min_ms
+
 
 def paired_ratio(a: Latency, b: Latency) -> float:
     """Median over interleaving rounds of `a`'s round median / `b`'s: robust to load

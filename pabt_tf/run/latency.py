@@ -42,7 +42,8 @@ def latency_target(config: dict, model, out: str) -> dict[str, Any]:
 
 def latency_results(model, pruning, tflite: str | None) -> dict[str, Any]:
     """Predicted vs measured latency of the run's final flatbuffer (LCE interpreter on
-    this host, 1 thread, indirect BGEMM, thread clock, interleaved medians)."""
+    this host, 1 thread, indirect BGEMM, thread clock; `Latency.settled_ms`, the
+    statistic latency tables are anchored at)."""
     from pabt_tf.export import host_latencies
 
     table = pruning.latency_table
@@ -57,6 +58,10 @@ def latency_results(model, pruning, tflite: str | None) -> dict[str, Any]:
             flatbuffer = f.read()
         (timed,) = host_latencies({"model": flatbuffer}, kernels=("indirect_bgemm",), rounds=7,
                                   repeats=5, clock="thread")  # fmt: skip
-        info["measured_latency_ms"] = timed.median_ms
-        info["measured_latency"] = "LCE interpreter, 1 thread, indirect BGEMM, thread clock, median of 7x5"
+        # The statistic the table is anchored at, so target, prediction and measurement
+        # compare like with like; the plain median is kept beside it.
+        info["measured_latency_ms"] = timed.settled_ms
+        info["measured_latency_median_ms"] = timed.median_ms
+        info["measured_latency"] = ("LCE interpreter, 1 thread, indirect BGEMM, thread clock, "
+                                    "7 rounds x 5 runs: median over rounds of each round's fastest")
     return info
