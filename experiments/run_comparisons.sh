@@ -267,6 +267,24 @@ cifar10_bop() {
         bop_run $side $s "$SEEDS" "$BOP/final/$side"
     done
 }
+cifar10_bop30() {  # 29's part 2: the tuned pair at 30 epochs, seeds 3-5, if the
+    # 15-epoch tuned gap (seeds 3-5, test) is at least +0.5 p.p.; waits for the finals.
+    local side s
+    until $PY -c 'import json, sys
+rows = [json.load(open(f"{sys.argv[1]}/{s}/summary.json"))["rows"][0] for s in ("bnn_bop", "pabt_bop")]
+sys.exit(any(r["seeds"] != [3, 4, 5] for r in rows))' "$BOP/final" 2>/dev/null; do sleep 60; done
+    if ! $PY -c 'import json, sys
+b, p = (json.load(open(f"{sys.argv[1]}/{s}/summary.json"))["rows"][0]["accuracy_mean"] for s in ("bnn_bop", "pabt_bop"))
+print(f"15-epoch tuned gap: {100 * (p - b):+.2f} p.p."); sys.exit(100 * (p - b) < 0.5)' "$BOP/final"; then
+        echo "below +0.5 p.p.: the 30-epoch pair is not run"; return 0
+    fi
+    for side in bnn_bop pabt_bop; do
+        s=$(head -1 "$BOP/$side.winner"); s=$(basename "${s%%:*}")
+        bop_side $side; bop_setting $s
+        $PY -m experiments.compare $LONG "${SIDEFLAGS[@]}" "${BOPFLAGS[@]}" --seeds "$SEEDS" \
+            --tag "_$s" --output_dir "$BOP/long/$side"
+    done
+}
 cifar10_ste30() {  # 4f's missing baseline: the Larq STE BNN at 30 epochs, seeds 3-5
     $PY -m experiments.compare $LONG --methods bnn --seeds "$SEEDS" --output_dir $C10/long/ste
 }
