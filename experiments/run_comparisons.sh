@@ -303,9 +303,10 @@ CV_EPOCHS=${CV_EPOCHS:-60}
 CV_WIDTH=${CV_WIDTH:-16}  # width 32 left 4.92 mIoU points of headroom (results/camvid/headroom_w32.md)
 # Each width/epochs setting has its own headroom pair (results/camvid/headroom_w16_e60.md: 2.11).
 CV_DECODER=${CV_DECODER:-64}  # the float decoder's filters
-CV_HEAD=$CV/headroom_w${CV_WIDTH}$([ "$CV_DECODER" = 64 ] || echo _d$CV_DECODER)_e${CV_EPOCHS}
+CV_SIZE=${CV_SIZE:-192x256}  # training/validation resolution, HxW
+CV_HEAD=$CV/headroom_w${CV_WIDTH}$([ "$CV_DECODER" = 64 ] || echo _d$CV_DECODER)_e${CV_EPOCHS}$([ "$CV_SIZE" = 192x256 ] || echo _r$CV_SIZE)
 CAMVID="--dataset camvid --data_dir ${CAMVID_DIR:-../shared/data/camvid} --model segmentation_resnet18 --epochs $CV_EPOCHS --threads 1 --batch_size 8 --validation_size 0 --verify_samples 40 --bn_recalibration_batches 23"
-CV_DATA='{"image_size": [192, 256], "class_weights": "median_frequency"}'
+CV_DATA="{\"image_size\": [${CV_SIZE%x*}, ${CV_SIZE#*x}], \"class_weights\": \"median_frequency\"}"
 CV_MODEL="{\"width\": $CV_WIDTH, \"decoder_filters\": $CV_DECODER}"
 cv_model() {  # cv_model EXTRA_JSON_FIELDS -> the model kwargs with extra fields
     echo "{\"width\": $CV_WIDTH, \"decoder_filters\": $CV_DECODER${1:+, $1}}"
