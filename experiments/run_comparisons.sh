@@ -279,7 +279,7 @@ print(f"15-epoch tuned gap: {100 * (p - b):+.2f} p.p."); sys.exit(100 * (p - b) 
         echo "below +0.5 p.p.: the 30-epoch pair is not run"; return 0
     fi
     for side in bnn_bop pabt_bop; do
-        s=$(head -1 "$BOP/$side.winner"); s=$(basename "${s%%:*}")
+        s=$(bop_select $side 1 | head -1)  # the setting the finals ran
         bop_side $side; bop_setting $s
         $PY -m experiments.compare $LONG "${SIDEFLAGS[@]}" "${BOPFLAGS[@]}" --seeds "$SEEDS" \
             --tag "_$s" --output_dir "$BOP/long/$side"
