@@ -9,6 +9,9 @@ Writes a short report and exits 0 if float − BNN validation accuracy is at lea
 `--min_gap` percentage points, 3 if it is not (so a script stops there), 2 if a run is
 missing (after waiting up to `--wait_minutes` for it to finish: the two runs may be
 trained side by side). Only validation accuracy is used; test accuracy is not read.
+
+`--proceed_below REASON` lets a campaign go on below the gap (exit 0) when the shortfall
+is itself the finding; the report then says the goal was missed and why it went on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ flags.DEFINE_string("bnn_run", None, "Run directory of the BNN baseline run.", r
 flags.DEFINE_float("min_gap", 4.0, "Required float − BNN validation gap, p.p.")
 flags.DEFINE_string("output", None, "Markdown report (a .json beside it).", required=True)
 flags.DEFINE_float("wait_minutes", 0.0, "Wait up to this long for both runs to finish.")
+flags.DEFINE_string("proceed_below", None,
+                    "Go on (exit 0) even if the gap is below --min_gap; the reason, which the "
+                    "report records. Unset: a short gap stops the campaign (exit 3).")
 
 EXIT_GAP_TOO_SMALL, EXIT_MISSING = 3, 2
 
@@ -74,6 +80,8 @@ def _relative(run_dir: str) -> str:
 
 def main(argv):
     del argv
+    if FLAGS.proceed_below is not None and not FLAGS.proceed_below.strip():
+        raise app.UsageError("--proceed_below needs the reason to go on below --min_gap.")
     paths = [os.path.join(d, "results.json") for d in (FLAGS.float_run, FLAGS.bnn_run)]
     if not _wait_for(paths, FLAGS.wait_minutes):
         missing = [p for p in paths if not os.path.exists(p)]
@@ -91,15 +99,18 @@ def main(argv):
         f"Gap: **{report['gap_pp']:.2f} {'mIoU points' if report['metric'] == 'val_miou' else 'p.p.'}** "
         f"(required ≥ {FLAGS.min_gap:g}): "
         + ("enough headroom, the campaign goes on." if report["enough"] else
-           "too little: the task is saturated; change width or epochs."),
+           "too little: the task is saturated; change width or epochs."
+           if not FLAGS.proceed_below else
+           f"below the goal; the campaign goes on regardless: {FLAGS.proceed_below}"),
         "", f"Runs (relative to this file): `{_relative(FLAGS.float_run)}`, "
         f"`{_relative(FLAGS.bnn_run)}`.",
     ])  # fmt: skip
+    report["proceed_below"] = None if report["enough"] else FLAGS.proceed_below
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     write_atomically(FLAGS.output, (text + "\n").encode())
     write_json(os.path.splitext(FLAGS.output)[0] + ".json", report)
     print(text)
-    return 0 if report["enough"] else EXIT_GAP_TOO_SMALL
+    return 0 if report["enough"] or FLAGS.proceed_below else EXIT_GAP_TOO_SMALL
 
 
 if __name__ == "__main__":

@@ -324,10 +324,11 @@ cv_run() {  # cv_run METHODS SEEDS OUT [more flags]
     $PY -m experiments.compare $CAMVID --data_kwargs "$CV_DATA" --methods "$methods" --seeds "$seeds" \
         --output_dir "$out" "$@"
 }
+# CV_PROCEED="reason": the campaign goes on below 5 points, with the reason in the report.
 cv_headroom() {  # 6a. Full precision vs the Bi-Real-style BNN, seed 0, validation mIoU: >= 5?
     $PY -m experiments.headroom --float_run $CV_HEAD/float/runs/float_s0 \
         --bnn_run $CV_HEAD/bnn_bireal/runs/bnn_bireal_s0 --min_gap 5 \
-        --output $CV_HEAD.md --wait_minutes "${1:-240}"
+        --output $CV_HEAD.md --wait_minutes "${1:-240}" ${CV_PROCEED:+--proceed_below "$CV_PROCEED"}
 }
 cv_chosen() {  # the PaBT variant chosen on validation mIoU of seeds 0-2 (6b)
     local v

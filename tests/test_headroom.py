@@ -36,3 +36,41 @@ def test_missing_validation_metric_is_an_error():
     del bnn["val_miou"]
     with pytest.raises(ValueError, match="val_miou"):
         headroom(_result("float", 0.6), bnn, 5.0)
+
+
+def _cli(tmp_path, *extra):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for name, val in (("float", 0.50), ("bnn_bireal", 0.46)):
+        run = tmp_path / name
+        run.mkdir(exist_ok=True)
+        (run / "results.json").write_text(json.dumps(_result(name, val)))
+        runs[name] = str(run)
+    out = tmp_path / "headroom.md"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.headroom", "--float_run", runs["float"],
+         "--bnn_run", runs["bnn_bireal"], "--min_gap", "5", "--output", str(out), *extra],
+        cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root})
+    return proc, out
+
+
+def test_short_gap_stops_unless_a_reason_is_given(tmp_path):
+    import json
+
+    proc, out = _cli(tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "too little" in out.read_text()
+    assert json.loads(out.with_suffix(".json").read_text())["proceed_below"] is None
+    proc, out = _cli(tmp_path, "--proceed_below", "every setting leaves about 4 points")
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "4.00 mIoU points" in text and "every setting leaves about 4 points" in text
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert not report["enough"] and report["proceed_below"].startswith("every setting")
+    proc, _ = _cli(tmp_path, "--proceed_below", " ")  # a reason is required
+    assert proc.returncode != 0 and "proceed_below" in proc.stderr
