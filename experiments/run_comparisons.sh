@@ -299,9 +299,14 @@ cifar10_ste30() {  # 4f's missing baseline: the Larq STE BNN at 30 epochs, seeds
 # 360x480. Sized by results/bench/camvid_backbone_steps.txt; the plan is
 # results/camvid/PLAN.md. Two streams, one thread each (camvid_a, camvid_b).
 CV=$RESULTS/camvid
-CV_EPOCHS=${CV_EPOCHS:-60}
-CV_WIDTH=${CV_WIDTH:-16}  # width 32 left 4.92 mIoU points of headroom (results/camvid/headroom_w32.md)
-# Each width/epochs setting has its own headroom pair (results/camvid/headroom_w16_e60.md: 2.11).
+# The campaign's setting: width 16, decoder 64, 192x256, 20 epochs. Each setting has its
+# own headroom pair (seed 0, validation mIoU, float - Bi-Real-style BNN): w16/e60 2.11,
+# w16/e20 4.46, w8/d32/e60 4.01, w8/d32/e20 4.19, w16/e20 at 288x384 3.41 (PLAN.md). None
+# reaches the issue's 5 points; the campaign runs at the largest gap, with that reason
+# recorded in its headroom report (CV_PROCEED; set CV_PROCEED= to make a short gap stop).
+CV_EPOCHS=${CV_EPOCHS:-20}
+CV_WIDTH=${CV_WIDTH:-16}
+CV_PROCEED=${CV_PROCEED-"no setting tried reaches 5 points (2.11 to 4.46; results/camvid/PLAN.md): with a float stem and decoder, binarizing this encoder costs CamVid about 4 mIoU points, so the campaign runs at the largest gap found"}
 CV_DECODER=${CV_DECODER:-64}  # the float decoder's filters
 CV_SIZE=${CV_SIZE:-192x256}  # training/validation resolution, HxW
 CV_HEAD=$CV/headroom_w${CV_WIDTH}$([ "$CV_DECODER" = 64 ] || echo _d$CV_DECODER)_e${CV_EPOCHS}$([ "$CV_SIZE" = 192x256 ] || echo _r$CV_SIZE)
@@ -369,6 +374,11 @@ camvid_b() {
     # 6c. The baselines on seeds 3-5: both BNNs and full precision; 6d. ABC-Net 2/1.
     cv_run bnn_bireal,bnn,float "$SEEDS" $CV/compare/baselines --model_kwargs "$CV_MODEL"
     cv_run abc "$SEEDS" $CV/frontier/abc_2x1 --model_kwargs "$(cv_model '"abc_bases": [2, 1]')" --tag _2x1
+}
+camvid() {  # both streams' runs in one stream (when the other core runs something else)
+    camvid_a
+    camvid_b
+    camvid_tables
 }
 camvid_tables() {  # 6e. Tables, frontier (LCE latency at 192x256, 1 thread), pictures
     cv_headroom
