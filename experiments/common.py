@@ -14,6 +14,7 @@ from pabt_tf.run.records import code_version, read_json, to_jsonable, write_json
 
 __all__ = [
     "abc_bases",
+    "at_input_size",
     "code_version",
     "collect_runs",
     "model_costs",
@@ -51,3 +52,32 @@ def collect_runs(comparisons: list[str]) -> dict[str, list[dict[str, Any]]]:
     if not groups:
         raise ValueError(f"No finished runs (runs/*/results.json) under {comparisons}.")
     return groups
+
+
+def at_input_size(model, size: tuple[int, int]):
+    """The same single-input Functional model (same weights, PaBT gates and masks
+    included) rebuilt for `size = (height, width)` inputs: a fully convolutional net
+    trained on crops, deployed at the camera's frame size.
+
+    # Raises
+        ValueError: not a Functional model with one 4-D image input, or a `size` that is
+            not two positive ints.
+    """
+    import tensorflow as tf
+
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)):
+        raise ValueError(f"`size` must be (height, width), two positive ints; got {size!r}.")
+    config = model.get_config() if getattr(model, "_is_graph_network", False) else None
+    if config is None or len(getattr(model, "inputs", []) or []) != 1:
+        raise ValueError(f"`model` must be a Functional model with one input to rebuild at "
+                         f"{size}; {model.name!r} is not.")
+    (layer,) = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
+    shape = list(layer["config"]["batch_input_shape"])
+    if len(shape) != 4:
+        raise ValueError(f"`model` {model.name!r} takes {tuple(shape)} inputs; rebuilding at "
+                         "another size needs a 4-D image input (batch, height, width, channels).")
+    layer["config"]["batch_input_shape"] = [shape[0], *size, shape[-1]]
+    rebuilt = tf.keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

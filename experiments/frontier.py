@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from experiments.common import abc_bases, collect_runs, write_json
+from experiments.common import abc_bases, at_input_size, collect_runs, write_json
 from pabt_tf._atomic import atomic_path, write_atomically
 
 FLAGS = flags.FLAGS
@@ -41,6 +41,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("threads", 1, "Interpreter threads.")
     flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
     flags.DEFINE_integer("repeats", 5, "Timed inferences per model per round.")
+    flags.DEFINE_list("input_size", None, "H,W: deploy every model at this input size "
+                      "(rebuilt from its trained weights; fully convolutional nets), e.g. "
+                      "the camera frame of a segmentation net trained on smaller images.")
 
 
 def point_label(config: dict[str, Any]) -> tuple[str, str]:
@@ -55,13 +58,16 @@ def point_label(config: dict[str, Any]) -> tuple[str, str]:
     return config["method"], config["method"]
 
 
-def convert_run(run_dir: str) -> bytes:
-    """The run's trained model converted with today's export (PaBT/ABC) or LCE."""
+def convert_run(run_dir: str, input_size: tuple[int, int] | None = None) -> bytes:
+    """The run's trained model converted with today's export (PaBT/ABC) or LCE, at its
+    own input size or rebuilt for `input_size` (H, W)."""
     import tensorflow as tf
 
     import pabt_tf as pabt
 
     model = tf.keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    if input_size is not None:
+        model = at_input_size(model, tuple(input_size))
     if pabt.pabt_layers(model):
         return pabt.convert(model)
     import larq_compute_engine as lce
@@ -80,8 +86,10 @@ def _has_model(run: dict) -> bool:
     return os.path.exists(os.path.join(run["run_dir"], "model.keras"))
 
 
-def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: int) -> list[dict]:
-    """One point per group: accuracies, MACs and interleaved LCE latency of every run.
+def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: int,
+            input_size: tuple[int, int] | None = None) -> list[dict]:
+    """One point per group: accuracies, MACs and interleaved LCE latency of every run
+    (deployed at `input_size` (H, W) if given, else at the size it was trained at).
 
     Accuracy is every finished run's; latency is measured on the runs whose `model.keras`
     is on this machine (model files are not committed), and the point says how many.
@@ -99,7 +107,7 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
             + "; ".join(f"{key} ({', '.join(run['run_dir'] for run in groups[key])})" for key in missing)
             + ": the frontier converts each run's model.keras, which is kept only where the run trained."
         )
-    flatbuffers = {f"{key}#{i}": convert_run(groups[key][i]["run_dir"])
+    flatbuffers = {f"{key}#{i}": convert_run(groups[key][i]["run_dir"], input_size)
                    for key, idx in measured.items() for i in idx}  # fmt: skip
     latencies = {
         lat.label: lat
@@ -142,6 +150,7 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
             "latency_ms_per_run": [lat.median_ms for lat in lats],
             "latency_vs_bnn": statistics.mean(ratios) if ratios else None,
             "flatbuffer_bytes": statistics.mean(len(flatbuffers[f"{key}#{i}"]) for i in idx),
+            "deployed_input_size": list(input_size) if input_size else None,
         })  # fmt: skip
     return sorted(points, key=lambda p: (p["family"], p["latency_ms"]))
 
@@ -174,7 +183,8 @@ def dominance(points: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(points: list[dict], verdict: list[str], command: str, threads: int) -> str:
+def markdown(points: list[dict], verdict: list[str], command: str, threads: int,
+             input_size: tuple[int, int] | None = None) -> str:
     name = _score_name(points)
     rows = [
         f"| point | test {name} (%) | validation {name} (%) | mean binary convs | binary MACs | LCE latency (ms) | × PaBT BNN | flatbuffer |",  # noqa: E501
@@ -205,8 +215,10 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int)
         f"Latency: LCE interpreter, {threads} thread, indirect BGEMM kernels, median single-image "
         "latency over interleaved rounds (every flatbuffer in every round), mean over seeds; "
         "× PaBT BNN is the median of per-round ratios. Each run's model.keras is converted with "
-        "today's export. Score: full test set after the last epoch, std over seeds (ddof=1)."
-        + note,
+        "today's export"
+        + (f", rebuilt for {input_size[0]}×{input_size[1]} inputs (the same weights; binary MACs "
+           "are those of the trained size)" if input_size else "")
+        + ". Score: full test set after the last epoch, std over seeds (ddof=1)." + note,
         "", "Command:", "", "```", command, "```",
     ])  # fmt: skip
 
@@ -245,13 +257,26 @@ def plot(points: list[dict], path: str) -> str:
     return path
 
 
+def _input_size(value: list[str] | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        size = tuple(int(v) for v in value)
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) <= 0:
+        raise app.UsageError(f"--input_size must be H,W (two positive integers), got {','.join(value)!r}.")
+    return size  # type: ignore[return-value]
+
+
 def main(argv):
     del argv
+    size = _input_size(FLAGS.input_size)  # before anything is written
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     command = "python -m experiments.frontier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    points = measure(collect_runs(FLAGS.comparisons), FLAGS.threads, FLAGS.rounds, FLAGS.repeats)
+    points = measure(collect_runs(FLAGS.comparisons), FLAGS.threads, FLAGS.rounds, FLAGS.repeats, size)
     verdict = dominance(points)
-    text = markdown(points, verdict, command, FLAGS.threads)
+    text = markdown(points, verdict, command, FLAGS.threads, size)
     write_atomically(os.path.join(FLAGS.output_dir, "frontier.md"), (text + "\n").encode())
     write_json(os.path.join(FLAGS.output_dir, "frontier.json"),
                {"points": points, "verdict": verdict, "command": command})  # fmt: skip
