@@ -66,7 +66,7 @@ def select(groups: dict[str, list[dict]], method: str) -> tuple[list[dict], dict
         rows.append({
             "variant": key, "seeds": [r["config"]["seed"] for r in runs],
             "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-            "test_mean": float(np.mean(tests)),
+            "test_mean": float(np.mean(tests)), "metric": "mIoU" if seg else "accuracy",
             "settings": {k: runs[0]["config"].get(k) for k in SETTINGS},
         })  # fmt: skip
     if not rows:
@@ -101,9 +101,10 @@ def main(argv):
     for r in rows:
         r["variant"] = _relative(r["variant"])
     command = "python -m experiments.select_schedule " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    metric = rows[0]["metric"]  # one task (select() refuses a mix): mIoU or accuracy
     lines = [
-        f"# Choosing the {FLAGS.method} schedule on validation accuracy", "",
-        "| variant | seeds | validation accuracy (%) | competes | settings | test accuracy (%), not used to choose |",
+        f"# Choosing the {FLAGS.method} schedule on validation {metric}", "",
+        f"| variant | seeds | validation {metric} (%) | competes | settings | test {metric} (%), not used to choose |",
         "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
@@ -112,7 +113,7 @@ def main(argv):
                      f"{100 * r['val_mean']:.2f} ± {100 * r['val_std']:.2f} | "
                      f"{'yes' if r['competes'] else 'no (not every seed)'} | {settings} | "
                      f"{100 * r['test_mean']:.2f} |")  # fmt: skip
-    lines += ["", f"Chosen (highest mean validation accuracy among variants run on every seed): "
+    lines += ["", f"Chosen (highest mean validation {metric} among variants run on every seed): "
               f"**{best['variant']}** (comparison directories relative to this file).", "",
               "Command:", "", "```", command, "```"]  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
