@@ -63,8 +63,6 @@ def at_input_size(model, size: tuple[int, int]):
         ValueError: not a Functional model with one 4-D image input, or a `size` that is
             not two positive ints.
     """
-    import tensorflow as tf
-
     if (not isinstance(size, (tuple, list)) or len(size) != 2
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)):
         raise ValueError(f"`size` must be (height, width), two positive ints; got {size!r}.")
@@ -78,6 +76,6 @@ def at_input_size(model, size: tuple[int, int]):
         raise ValueError(f"`model` {model.name!r} takes {tuple(shape)} inputs; rebuilding at "
                          "another size needs a 4-D image input (batch, height, width, channels).")
     layer["config"]["batch_input_shape"] = [shape[0], *size, shape[-1]]
-    rebuilt = tf.keras.Model.from_config(config)
+    rebuilt = type(model).from_config(config)  # a PaBTModel stays one (as in float32_model)
     rebuilt.set_weights(model.get_weights())
     return rebuilt

@@ -32,6 +32,7 @@ def seg_model():
 def test_same_size_rebuild_is_the_same_model(seg_model):
     x = np.random.RandomState(2).randn(2, 64, 96, 3).astype(np.float32)
     rebuilt = at_input_size(seg_model, (64, 96))
+    assert type(rebuilt) is type(seg_model) is pabt.PaBTModel
     np.testing.assert_array_equal(rebuilt(x).numpy(), seg_model(x).numpy())
     assert pabt.mean_binary_convs(rebuilt) == pabt.mean_binary_convs(seg_model) < 4.0
 
