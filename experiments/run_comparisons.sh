@@ -398,4 +398,18 @@ camvid_tables() {  # 6e. Tables, frontier (LCE latency at 192x256 and 384x480, 1
         --output $CV/pictures.png
 }
 
+camvid_latency() {  # Issue 28 part 4 on segmentation: one target, 1.5x the PaBT BNN's
+    # measured LCE latency at 192x256 (per-layer costs differ most here: the stem-side
+    # layers run at 4x the pixels of the last ones), then PaBT with budget= the binary
+    # convolutions the latency runs ended at (plain and MAC-weighted), as on CIFAR-10.
+    cv_variant "$(cv_chosen)"
+    cv_run pabt "$SEEDS" $CV/latency/pabt_lat1.5 "${CVVARIANT[@]}" --tag "${TAG}_lat1.5" \
+        --latency_budget_x_bnn 1.5
+    local b
+    b=$($PY -m experiments.matched_budget $CV/latency/pabt_lat1.5)
+    cv_run pabt "$SEEDS" $CV/latency/pabt_matched1.5 "${CVVARIANT[@]}" --tag "${TAG}_b$b" --budget "$b"
+    cv_run pabt "$SEEDS" $CV/latency/pabt_matched1.5_mac "${CVVARIANT[@]}" --tag "${TAG}_b${b}_mac" \
+        --budget "$b" --mac_weighted
+}
+
 "${@:-fmnist}"
