@@ -46,16 +46,38 @@ def define_flags() -> None:
                       "the camera frame of a segmentation net trained on smaller images.")
 
 
+# Short labels for the single-bit baselines and full precision (compare.LABELS is longer).
+_BASELINES = {
+    "bnn": ("BNN", "Larq STE BNN"),
+    "bnn_bireal": ("BNN", "Bi-Real-style BNN"),
+    "bnn_bop": ("BNN", "Larq Bop BNN"),
+    "float": ("full precision", "full precision"),
+}
+
+
 def point_label(config: dict[str, Any]) -> tuple[str, str]:
-    """(family, label) of a run: PaBT with its budget / as a BNN, or ABC-Net M×N."""
-    if config["method"] == "pabt":
+    """(family, label) of a run: PaBT with its latency target or budget / as a BNN,
+    ABC-Net M×N, a BNN baseline or full precision."""
+    method = config["method"]
+    if method == "pabt":
+        if config.get("latency_budget_x_bnn"):
+            return "PaBT", f"PaBT latency {config['latency_budget_x_bnn']:g}× BNN"
+        if config.get("latency_budget_ms"):
+            return "PaBT", f"PaBT latency {config['latency_budget_ms']:g} ms"
         if config.get("budget"):
-            return "PaBT", f"PaBT budget {config['budget']:g}"
+            mac = " (MAC-weighted)" if config.get("mac_weighted") else ""
+            return "PaBT", f"PaBT budget {config['budget']:g}{mac}"
         return "PaBT", "PaBT → BNN"
-    if config["method"] == "abc":
+    if method == "abc":
         m, n = abc_bases(config)
         return "ABC-Net", f"ABC-Net {m}/{n}"
-    return config["method"], config["method"]
+    return _BASELINES.get(method, (method, method))
+
+
+def _is_pabt_bnn(config: dict[str, Any]) -> bool:
+    """A PaBT run pruned to a BNN: the reference of the × PaBT BNN column."""
+    return config["method"] == "pabt" and not any(
+        config.get(k) for k in ("budget", "latency_budget_x_bnn", "latency_budget_ms"))
 
 
 def convert_run(run_dir: str, input_size: tuple[int, int] | None = None) -> bytes:
@@ -114,9 +136,7 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
         for lat in host_latencies(flatbuffers, threads=(threads,), kernels=("indirect_bgemm",),
                                   rounds=rounds, repeats=repeats)
     }  # fmt: skip
-    bnn_key = next((k for k, runs in groups.items()
-                    if runs[0]["config"]["method"] == "pabt"
-                    and not runs[0]["config"].get("budget")), None)  # fmt: skip
+    bnn_key = next((k for k, runs in groups.items() if _is_pabt_bnn(runs[0]["config"])), None)
     points = []
     for key, runs in groups.items():
         family, label = point_label(runs[0]["config"])
@@ -200,9 +220,10 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int,
         v, v_std = p.get("val_score_mean", p["val_accuracy_mean"]), p.get("val_score_std", p["val_accuracy_std"])
         val = "—" if v is None else f"{100 * v:.2f} ± {100 * v_std:.2f}"
         std = p.get("score_std", p["accuracy_std"])
+        convs = "—" if p["mean_binary_convs"] is None else f"{p['mean_binary_convs']:.2f}"
         rows.append(
             f"| {p['label']} | **{100 * _score(p):.2f} ± {100 * std:.2f}** | {val} | "
-            f"{p['mean_binary_convs']:.2f} | {p['binary_macs'] / 1e6:.1f} M | {latency} | {ratio} | "
+            f"{convs} | {p['binary_macs'] / 1e6:.1f} M | {latency} | {ratio} | "
             f"{p['flatbuffer_bytes'] / 1024:.1f} KiB |"
         )  # fmt: skip
     setting = " / ".join(
@@ -230,14 +251,19 @@ def plot(points: list[dict], path: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for family, marker in (("PaBT", "o"), ("ABC-Net", "s")):
+    families = ["PaBT", "ABC-Net"] + sorted({p["family"] for p in points} - {"PaBT", "ABC-Net"})
+    markers = {"PaBT": "o", "ABC-Net": "s", "BNN": "^", "full precision": "*"}
+    for family in families:
+        marker = markers.get(family, "D")
         pts = sorted((p for p in points if p["family"] == family), key=lambda p: p["latency_ms"])
         if not pts:
             continue
         for ax, key, scale in ((axes[0], "latency_ms", 1.0), (axes[1], "binary_macs", 1e-6)):
             xs = [p[key] * scale for p in pts]
             stds = [100 * p.get("score_std", p["accuracy_std"]) for p in pts]
-            ax.errorbar(xs, [100 * _score(p) for p in pts], yerr=stds, marker=marker, capsize=3, label=family)
+            # Families of separate methods (the BNN baselines) are points, not a curve.
+            ax.errorbar(xs, [100 * _score(p) for p in pts], yerr=stds, marker=marker, capsize=3, label=family,
+                        linestyle="-" if family in ("PaBT", "ABC-Net") else "none")
             for x, p in zip(xs, pts):
                 ax.annotate(p["label"].replace("PaBT ", "").replace("ABC-Net ", ""), (x, 100 * _score(p)),
                             textcoords="offset points", xytext=(4, -10), fontsize=7)  # fmt: skip
@@ -247,7 +273,7 @@ def plot(points: list[dict], path: str) -> str:
         ax.set_ylabel(f"test {_score_name(points)} (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{_score_name(points)} vs deployed cost: PaBT budgets vs ABC-Net widths (mean ± std over seeds)")
+    fig.suptitle(f"{_score_name(points)} vs deployed cost: PaBT budgets vs ABC-Net widths and BNNs (mean ± std over seeds)")
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:  # a failed save keeps the previous figure

@@ -176,3 +176,30 @@ def test_selection_top_writes_the_best_competing_variants(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert winner.read_text() == "select/pabt_b:pabt_b\nselect/pabt_c:pabt_c\n"
+
+
+def test_point_labels_name_latency_targets_budgets_and_baselines():
+    assert frontier.point_label({"method": "pabt"}) == ("PaBT", "PaBT → BNN")
+    assert frontier.point_label({"method": "pabt", "latency_budget_x_bnn": 1.5}) == ("PaBT", "PaBT latency 1.5× BNN")
+    assert frontier.point_label({"method": "pabt", "latency_budget_ms": 0.3}) == ("PaBT", "PaBT latency 0.3 ms")
+    assert frontier.point_label({"method": "pabt", "budget": 1.8, "mac_weighted": True}) == (
+        "PaBT", "PaBT budget 1.8 (MAC-weighted)")
+    assert frontier.point_label({"method": "bnn_bireal"}) == ("BNN", "Bi-Real-style BNN")
+    assert frontier.point_label({"method": "float"}) == ("full precision", "full precision")
+    # Only a PaBT run pruned all the way is the BNN reference of the "× PaBT BNN" column.
+    assert frontier._is_pabt_bnn({"method": "pabt"})
+    assert not frontier._is_pabt_bnn({"method": "pabt", "latency_budget_x_bnn": 2})
+    assert not frontier._is_pabt_bnn({"method": "pabt", "budget": 2})
+
+
+def test_frontier_table_and_plot_take_baselines_without_binary_convs(comparison):
+    """A CamVid frontier also shows the BNN baselines and full precision, which record no
+    mean binary convolutions: a "—" in the table, their own markers in the plot."""
+    root, _ = comparison
+    points = frontier.measure(collect_runs([str(root)]), threads=1, rounds=1, repeats=1)
+    float_point = dict(points[0], family="full precision", label="full precision", key="x:float",
+                       mean_binary_convs=None, binary_macs=0)  # fmt: skip
+    text = frontier.markdown(points + [float_point], frontier.dominance(points), "cmd", 1)
+    row = next(line for line in text.splitlines() if line.startswith("| full precision"))
+    assert row.split(" | ")[3] == "—"
+    assert frontier.plot(points + [float_point], str(root / "frontier_baselines.png"))
