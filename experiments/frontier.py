@@ -273,7 +273,7 @@ def plot(points: list[dict], path: str) -> str:
         ax.set_ylabel(f"test {_score_name(points)} (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{_score_name(points)} vs deployed cost: PaBT budgets vs ABC-Net widths and BNNs (mean ± std over seeds)")
+    fig.suptitle(f"{_score_name(points)} vs deployed cost: PaBT vs ABC-Net and BNNs (mean ± std over seeds)")
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:  # a failed save keeps the previous figure
