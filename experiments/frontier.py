@@ -169,6 +169,12 @@ def measure(groups: dict[str, list[dict]], threads: int, rounds: int, repeats: i
             "latency_ms": statistics.mean(lat.median_ms for lat in lats),
             "latency_ms_per_run": [lat.median_ms for lat in lats],
             "latency_vs_bnn": statistics.mean(ratios) if ratios else None,
+            "latency_vs_bnn_per_run": ratios,
+            # A run pruned to a latency target: the target (× its own BNN twin, as the run
+            # measured it) and, per run, the in-run target and measurement (ms).
+            "latency_target_x_bnn": runs[0]["config"].get("latency_budget_x_bnn"),
+            "latency_target_ms_per_run": [runs[i].get("latency_target_ms") for i in idx],
+            "in_run_measured_ms_per_run": [runs[i].get("measured_latency_ms") for i in idx],
             "flatbuffer_bytes": statistics.mean(len(flatbuffers[f"{key}#{i}"]) for i in idx),
             "deployed_input_size": list(input_size) if input_size else None,
         })  # fmt: skip
@@ -203,6 +209,35 @@ def dominance(points: list[dict]) -> list[str]:
     return lines
 
 
+def latency_target_lines(points: list[dict], tolerance: float = 0.05) -> list[str]:
+    """For every point pruned to a multiple of the BNN's latency: its runs' measured
+    latency × the PaBT BNN point (paired rounds here, every flatbuffer in the same
+    rounds) against the target, and the runs' own in-run measurement against the
+    in-run target (ms), each judged within `tolerance` below and never above."""
+    lines = []
+    for p in points:
+        x = p.get("latency_target_x_bnn")
+        if not x:
+            continue
+        ratios = p.get("latency_vs_bnn_per_run") or []
+        here = [r / x for r in ratios]
+        in_run = [m / t for m, t in zip(p.get("in_run_measured_ms_per_run", []),
+                                        p.get("latency_target_ms_per_run", []))
+                  if m is not None and t]  # fmt: skip
+
+        def judged(values: list[float]) -> str:
+            if not values:
+                return "not measured"
+            ok = all(1 - tolerance <= v <= 1 for v in values)
+            return (", ".join(f"{v:.3f}" for v in values) + f" of the target: {'met' if ok else 'NOT met'}")
+
+        lines.append(f"{p['label']} (seeds {', '.join(map(str, p['latency_seeds']))}): here "
+                     + (", ".join(f"{r:.3f}×" for r in ratios) + " the PaBT BNN = " if ratios else "")
+                     + judged(here) + "; in the run (its table's BNN twin, its own measurement): "
+                     + judged(in_run))  # fmt: skip
+    return lines
+
+
 def markdown(points: list[dict], verdict: list[str], command: str, threads: int,
              input_size: tuple[int, int] | None = None) -> str:
     name = _score_name(points)
@@ -226,6 +261,7 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int,
             f"{convs} | {p['binary_macs'] / 1e6:.1f} M | {latency} | {ratio} | "
             f"{p['flatbuffer_bytes'] / 1024:.1f} KiB |"
         )  # fmt: skip
+    targets = latency_target_lines(points)
     setting = " / ".join(
         " + ".join(sorted({str(p.get(k)) for p in points})) for k in ("dataset", "model"))
     note = (" A latency with seeds in brackets was measured on those runs only: the others' "
@@ -233,6 +269,8 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int,
     return "\n".join([
         f"# {name[0].upper() + name[1:]}–latency frontier: {setting}", "", *rows, "",
         *[f"- {line}" for line in verdict], "",
+        *(["Latency targets (goal: within 5 % of the target and never above it):", "",
+           *[f"- {line}" for line in targets], ""] if targets else []),
         f"Latency: LCE interpreter, {threads} thread, indirect BGEMM kernels, median single-image "
         "latency over interleaved rounds (every flatbuffer in every round), mean over seeds; "
         "× PaBT BNN is the median of per-round ratios. Each run's model.keras is converted with "

@@ -194,6 +194,13 @@ cifar10_latency() {  # Issue 28: prune to 1.5x and 2x the PaBT BNN's measured LC
     done
 }
 
+cifar10_latency_tables() {  # Issue 28's chart: the latency-target and budget-matched points on
+    # the frontier with ABC-Net 2/1, the PaBT BNN and PaBT budget 2, every flatbuffer timed in
+    # the same interleaved rounds; frontier.md judges each run's latency against its target.
+    $PY -m experiments.frontier --output_dir $C10/latency/frontier --comparisons \
+        $C10/compare/pabt,$C10/frontier/pabt_b2,$C10/frontier/abc_2x1,$C10/latency/pabt_lat1.5,$C10/latency/pabt_lat2,$C10/latency/pabt_matched1.5,$C10/latency/pabt_matched1.5_mac,$C10/latency/pabt_matched2,$C10/latency/pabt_matched2_mac
+}
+
 cifar10_tables() {  # 4g. The tables (every run reused): PaBT with the baselines merged in.
     headroom
     # LCE vs Keras again with the tie-aware verify, for runs whose model files are here.
@@ -410,6 +417,11 @@ camvid_latency() {  # Issue 28 part 4 on segmentation: one target, 1.5x the PaBT
     cv_run pabt "$SEEDS" $CV/latency/pabt_matched1.5 "${CVVARIANT[@]}" --tag "${TAG}_b$b" --budget "$b"
     cv_run pabt "$SEEDS" $CV/latency/pabt_matched1.5_mac "${CVVARIANT[@]}" --tag "${TAG}_b${b}_mac" \
         --budget "$b" --mac_weighted
+}
+
+camvid_latency_tables() {  # the same chart on CamVid (192x256, the size the targets were set at)
+    $PY -m experiments.frontier --output_dir $CV/latency/frontier --comparisons \
+        $CV/compare/pabt,$CV/frontier/pabt_b2,$CV/frontier/abc_2x1,$CV/latency/pabt_lat1.5,$CV/latency/pabt_matched1.5,$CV/latency/pabt_matched1.5_mac
 }
 
 "${@:-fmnist}"
