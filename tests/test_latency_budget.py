@@ -196,6 +196,24 @@ def test_training_run_with_a_latency_target_records_predicted_and_measured(tmp_p
     assert results["predicted_latency_ms"] <= results["latency_target_ms"]
     assert results["measured_latency_ms"] > 0 and "thread clock" in results["measured_latency"]
     assert results["mean_binary_convs"] > 1.0  # a mixed-precision network, not a BNN
+    # Timed beside its BNN twin in the same rounds: the load-robust measurement.
+    assert results["measured_latency_vs_bnn_twin"] > 0
+    assert results["measured_latency_bnn_anchored_ms"] == pytest.approx(
+        results["measured_latency_vs_bnn_twin"] * table.bnn_ms)
     with pytest.raises(ValueError, match="not both"):
         train({**config, "output_dir": str(tmp_path / "r2"), "latency_budget_x_bnn": 1.5,
                "latency_budget_ms": 3.0, "latency_table": path})
+
+
+def test_bnn_twin_converts_every_layer_at_one_binary_conv_and_restores_the_masks():
+    from pabt_tf.export.flatbuffer import operator_counts
+
+    model = _model()
+    layers = pabt.pabt_layers(model)
+    layers[0].prune(1, 1)
+    before = [layer.binary_conv_mask.copy() for layer in layers]
+    flatbuffer = pabt.export.bnn_twin(model)
+    assert operator_counts(flatbuffer).get("LceBconv2d") == len(layers)  # one per layer
+    assert all((layer.binary_conv_mask == mask).all() for layer, mask in zip(layers, before))
+    with pytest.raises(ValueError, match="no PaBT layers"):
+        pabt.export.bnn_twin(tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2)]))

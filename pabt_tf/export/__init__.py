@@ -60,6 +60,7 @@ from pabt_tf.export.latency import (
 )
 from pabt_tf.export.latency_measure import (
     OpTime,
+    bnn_twin,
     latency_table,
     parse_op_profile,
     table_from_profile,

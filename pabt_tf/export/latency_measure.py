@@ -42,7 +42,7 @@ import tensorflow as tf
 from pabt_tf.export.latency_tables import LatencyTable, LayerLatency
 from pabt_tf.layers import PaBTLayer, pabt_layers
 
-__all__ = ["OpTime", "latency_table", "parse_op_profile", "table_from_profile"]
+__all__ = ["OpTime", "bnn_twin", "latency_table", "parse_op_profile", "table_from_profile"]
 
 
 def _provenance() -> dict:
@@ -97,6 +97,34 @@ def _alone(layer: PaBTLayer, shape: tuple) -> tuple[tf.keras.Model, tf.keras.Mod
     clone.set_binary_conv_mask(_one_mask(layer))
     y = tf.keras.Input(batch_shape=(1, *shape[1:]))
     return model, tf.keras.Model(y, tf.keras.layers.ReLU()(y), name="overhead")
+
+
+def bnn_twin(model: tf.keras.Model, input_shape: Sequence[int] | None = None) -> bytes:
+    """The model's flatbuffer with every PaBT layer at one binary convolution (the
+    latency table's BNN twin): the reference a latency measurement can be paired with.
+
+    The masks are set for the conversion and restored afterwards; weights unchanged.
+
+    # Arguments
+        model: a built single-input model with PaBT layers.
+        input_shape: the input shape to convert at, batch first; required when the
+            model's is not fully known.
+
+    # Returns
+        The LCE flatbuffer (bytes).
+
+    # Raises
+        ValueError: no PaBT layers, or an unknown input size without `input_shape`.
+    """
+    from pabt_tf.costs import deploy_input_shape
+    from pabt_tf.export.conversion import convert
+    from pabt_tf.export.sweep import _masks
+
+    if not pabt_layers(model):
+        raise ValueError(f"model {model.name!r} has no PaBT layers.")
+    shape = deploy_input_shape(model, input_shape, "input_shape")
+    with _masks(model, _one_mask):
+        return convert(model, input_shape=shape)
 
 
 def latency_table(
