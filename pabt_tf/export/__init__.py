@@ -15,7 +15,8 @@ DESIGN.md §1.4. One job per module, each usable on its own:
   interleaved (`paired_ratio` between two of them).
 - `latency_tables`: `LatencyTable`, per-layer LCE latency as a function of the active
   binary convolutions (JSON); `latency_measure`: `latency_table(model)`, measured on this
-  host, and `table_from_profile`, read from a board's op profile.
+  host, `table_from_profile`, read from a board's op profile, and `bnn_twin(model)`, the
+  model converted with every PaBT layer at one binary convolution.
 - `sweep`: `k_sweep`, the model converted with k active binary convolutions per layer
   (mask patterns, fused and unfused), and `time_sweep`, those variants timed against the
   `k = 1` network, for deployment benchmarks.
