@@ -176,8 +176,11 @@ cifar10_latency() {  # Issue 28: prune to 1.5x and 2x the PaBT BNN's measured LC
     # Each run measures its latency table on this host at the start (1 thread, indirect
     # BGEMM; saved as latency_table.json in the run) and records in results.json the
     # target, the predicted and the measured latency of its final flatbuffer.
+    # LAT_X picks the targets (default both): `LAT_X=1.5 ... cifar10_latency` and
+    # `LAT_X=2 ...` side by side run it as two streams of one thread each.
     variant "$(chosen)"
-    for x in 1.5 2; do
+    local x
+    for x in ${LAT_X:-1.5 2}; do
         $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" \
             --latency_budget_x_bnn "$x" --tag "${TAG}_lat$x" --output_dir $C10/latency/pabt_lat$x
     done
@@ -185,7 +188,7 @@ cifar10_latency() {  # Issue 28: prune to 1.5x and 2x the PaBT BNN's measured LC
     # latency runs ended at (their mean over seeds), plain and MAC-weighted ranking; the
     # measured latencies of both are compared in the tables (not forced equal).
     local b
-    for x in 1.5 2; do
+    for x in ${LAT_X:-1.5 2}; do
         b=$($PY -m experiments.matched_budget $C10/latency/pabt_lat$x)
         $PY -m experiments.compare $CIFAR --methods pabt --seeds "$SEEDS" "${VARIANT[@]}" \
             --budget "$b" --tag "${TAG}_b$b" --output_dir $C10/latency/pabt_matched$x
