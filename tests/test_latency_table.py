@@ -220,3 +220,24 @@ def test_benchmark_cli_board_latency_table_dry_run(tmp_path, capsys):
     assert code == 0
     assert "--enable_op_profiling=true" in out and "--num_threads=4" in out
     assert not (tmp_path / "t.json").exists()
+
+
+def test_paired_ratio_over_round_medians_or_fastest_runs():
+    from pabt_tf.export import Latency, paired_ratio
+
+    # Round 2 of `a` is disturbed in its median but not in its fastest run.
+    a = Latency("a", "indirect_bgemm", 1, median_ms=2.0, min_ms=1.0, runs=9,
+                round_ms=[2.0, 6.0, 2.2], round_min_ms=[1.0, 1.1, 1.2])
+    b = Latency("b", "indirect_bgemm", 1, median_ms=1.0, min_ms=0.5, runs=9,
+                round_ms=[1.0, 1.0, 1.0], round_min_ms=[0.5, 0.5, 0.5])
+    assert paired_ratio(a, b) == pytest.approx(2.2)  # median of 2.0, 6.0, 2.2
+    assert paired_ratio(a, b, statistic="min") == pytest.approx(2.2)  # median of 2.0, 2.2, 2.4
+    b.round_min_ms = [0.5, 0.55, 0.4]
+    assert paired_ratio(a, b, statistic="min") == pytest.approx(2.0)  # 2.0, 2.0, 3.0
+    # Without per-round times: the overall statistics.
+    bare_a = Latency("a", "default", 1, median_ms=3.0, min_ms=1.5, runs=3)
+    bare_b = Latency("b", "default", 1, median_ms=1.5, min_ms=1.0, runs=3)
+    assert paired_ratio(bare_a, bare_b) == pytest.approx(2.0)
+    assert paired_ratio(bare_a, bare_b, statistic="min") == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="statistic"):
+        paired_ratio(a, b, statistic="mean")

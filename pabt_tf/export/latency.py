@@ -63,12 +63,28 @@ class Latency:
         return statistics.median(self.round_min_ms) if self.round_min_ms else self.min_ms
 
 
-def paired_ratio(a: Latency, b: Latency) -> float:
-    """Median over interleaving rounds of `a`'s round median / `b`'s: robust to load
-    that comes and goes during the run (both were timed in the same rounds)."""
-    if len(a.round_ms) != len(b.round_ms) or not a.round_ms:
-        return a.median_ms / b.median_ms
-    return statistics.median(x / y for x, y in zip(a.round_ms, b.round_ms))
+def paired_ratio(a: Latency, b: Latency, statistic: str = "median") -> float:
+    """Median over interleaving rounds of `a`'s round statistic / `b`'s: robust to load
+    that comes and goes during the run (both were timed in the same rounds).
+
+    # Arguments
+        a, b: latencies timed in the same interleaved rounds.
+        statistic: `"median"` (each round's median, `round_ms`) or `"min"` (each round's
+            fastest, `round_min_ms`: the least disturbed run, as `Latency.settled_ms`).
+
+    # Returns
+        The ratio; without per-round times, the ratio of the overall medians (`"median"`)
+        or of `settled_ms` (`"min"`).
+
+    # Raises
+        ValueError: an unknown `statistic`.
+    """
+    if statistic not in ("median", "min"):
+        raise ValueError(f"`statistic` must be 'median' or 'min', got {statistic!r}.")
+    xs, ys = (a.round_ms, b.round_ms) if statistic == "median" else (a.round_min_ms, b.round_min_ms)
+    if len(xs) != len(ys) or not xs:
+        return a.median_ms / b.median_ms if statistic == "median" else a.settled_ms / b.settled_ms
+    return statistics.median(x / y for x, y in zip(xs, ys))
 
 
 def _interpreter(flatbuffer: bytes, threads: int, kernels: str):

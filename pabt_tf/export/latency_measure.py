@@ -194,7 +194,7 @@ def latency_table(
         with _masks(model, mask_of):
             return convert(model, input_shape=shape)
 
-    flatbuffers = {"unpruned": twin({}), "bnn": twin({id(x): _one_mask(x) for x in layers})}
+    flatbuffers = {"unpruned": twin({}), "bnn": bnn_twin(model, input_shape=shape)}
     for i, layer in enumerate(layers):
         if layer.num_binary_convs > 1:
             flatbuffers[f"one{i}"] = twin({id(layer): _one_mask(layer)})

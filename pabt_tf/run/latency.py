@@ -50,9 +50,7 @@ def latency_results(model, pruning, tflite: str | None) -> dict[str, Any]:
     is the measurement on the table's scale (`measured_latency_bnn_anchored_ms`): load
     that differs between when the table was measured and the end of training (a shared
     machine) cancels out of it, where it inflates `measured_latency_ms`."""
-    import statistics
-
-    from pabt_tf.export import bnn_twin, host_latencies
+    from pabt_tf.export import bnn_twin, host_latencies, paired_ratio
     from pabt_tf.export.latency_measure import _input_shape
 
     table = pruning.latency_table
@@ -76,8 +74,7 @@ def latency_results(model, pruning, tflite: str | None) -> dict[str, Any]:
         info["measured_latency"] = ("LCE interpreter, 1 thread, indirect BGEMM, thread clock, "
                                     "7 rounds x 5 runs: median over rounds of each round's fastest")
         if "bnn" in timed:
-            ratio = statistics.median(
-                a / b for a, b in zip(timed["model"].round_min_ms, timed["bnn"].round_min_ms))
+            ratio = paired_ratio(timed["model"], timed["bnn"], statistic="min")
             info["measured_latency_vs_bnn_twin"] = ratio
             info["measured_latency_bnn_anchored_ms"] = ratio * table.bnn_ms
     return info
