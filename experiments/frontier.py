@@ -213,7 +213,8 @@ def latency_target_lines(points: list[dict], tolerance: float = 0.05) -> list[st
     """For every point pruned to a multiple of the BNN's latency: its runs' measured
     latency × the PaBT BNN point (paired rounds here, every flatbuffer in the same
     rounds) against the target, and the runs' own in-run measurement against the
-    in-run target (ms), each judged within `tolerance` below and never above."""
+    in-run target (ms), each judged as issue 28 states the goal: within `tolerance` of
+    the target, below or above (never more than `tolerance` above it)."""
     lines = []
     for p in points:
         x = p.get("latency_target_x_bnn")
@@ -228,8 +229,10 @@ def latency_target_lines(points: list[dict], tolerance: float = 0.05) -> list[st
         def judged(values: list[float]) -> str:
             if not values:
                 return "not measured"
-            ok = all(1 - tolerance <= v <= 1 for v in values)
-            return (", ".join(f"{v:.3f}" for v in values) + f" of the target: {'met' if ok else 'NOT met'}")
+            ok = all(1 - tolerance <= v <= 1 + tolerance for v in values)
+            above = sum(v > 1 for v in values)
+            return (", ".join(f"{v:.3f}" for v in values) + f" of the target: {'met' if ok else 'NOT met'}"
+                    + (f" ({above} above the target)" if above else ""))
 
         lines.append(f"{p['label']} (seeds {', '.join(map(str, p['latency_seeds']))}): here "
                      + (", ".join(f"{r:.3f}×" for r in ratios) + " the PaBT BNN = " if ratios else "")
@@ -269,7 +272,7 @@ def markdown(points: list[dict], verdict: list[str], command: str, threads: int,
     return "\n".join([
         f"# {name[0].upper() + name[1:]}–latency frontier: {setting}", "", *rows, "",
         *[f"- {line}" for line in verdict], "",
-        *(["Latency targets (goal: within 5 % of the target and never above it):", "",
+        *(["Latency targets (goal: within 5 % of the target, never more than 5 % above it):", "",
            *[f"- {line}" for line in targets], ""] if targets else []),
         f"Latency: LCE interpreter, {threads} thread, indirect BGEMM kernels, median single-image "
         "latency over interleaved rounds (every flatbuffer in every round), mean over seeds; "
