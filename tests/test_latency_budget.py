@@ -136,6 +136,35 @@ def test_a_table_of_another_model_is_refused_at_train_begin():
     assert all(layer.active_binary_convs == 6 for layer in pabt.pabt_layers(other))
 
 
+def test_soft_pruning_to_a_latency_target():
+    """With `decay_steps`, a chosen binary convolution fades over several steps; the
+    plan counts it as pruned at once (the kept masks), so the target is met with the
+    same number of events, and every fade has finished by the end."""
+    model = _model()
+    table = _table(model)
+    low, high = table.range_ms()
+    target = low + 0.5 * (high - low)
+    x, y = fmnist(BATCH * STEPS)
+    callback = pabt.PaBTPruningCallback(pabt.schedules.LinearDecay(2, 14, frequency=4), decay_steps=4,
+                                        latency_budget_ms=target, latency_table=table)
+    seen = []  # per batch: (computed, kept) predictions
+    kept = lambda: table.predict_masks([la.kept_binary_conv_mask for la in pabt.pabt_layers(model)])  # noqa: E731
+    recorder = tf.keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda b, logs: seen.append((callback.predicted_latency_ms, kept())))
+    model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0, callbacks=[callback, recorder])
+    assert table.predict_masks(_masks(model)) <= target
+    for event in callback.events:
+        assert event["predicted_latency_ms"] <= event["goal"] + 1e-9
+    # While a chosen convolution fades it is still computed: the computed prediction
+    # sits above the kept masks' for some steps, and the two meet once the fades end.
+    assert any(computed > k + 1e-9 for computed, k in seen)
+    assert all(computed >= k - 1e-9 for computed, k in seen)
+    assert seen[-1][0] == pytest.approx(seen[-1][1])
+    for layer in pabt.pabt_layers(model):
+        np.testing.assert_allclose(layer.gate_decay.numpy(), 1.0)
+        np.testing.assert_array_equal(layer.binary_conv_mask, layer.kept_binary_conv_mask)
+
+
 def test_resume_mid_pruning_with_a_latency_budget(tmp_path):
     tf.config.experimental.enable_op_determinism()
     x, y = fmnist(BATCH * STEPS)
