@@ -220,3 +220,10 @@ def test_latency_target_lines_judge_each_run_within_five_percent_either_side():
     point["latency_vs_bnn_per_run"] = [1.44, 1.49]
     line = frontier.latency_target_lines([point])[0]
     assert ": here 1.440×, 1.490× the PaBT BNN = 0.960, 0.993 of the target: met" in line
+
+
+def test_in_run_measurement_prefers_the_twin_anchored_one():
+    run = {"measured_latency_ms": 9.8, "measured_latency_bnn_anchored_ms": 11.08}
+    assert frontier.in_run_ms(run) == 11.08
+    assert frontier.in_run_ms({"measured_latency_ms": 13.6}) == 13.6  # before the twin existed
+    assert frontier.in_run_ms({}) is None
