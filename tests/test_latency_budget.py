@@ -138,8 +138,8 @@ def test_a_table_of_another_model_is_refused_at_train_begin():
 
 def test_soft_pruning_to_a_latency_target():
     """With `decay_steps`, a chosen binary convolution fades over several steps; the
-    plan counts it as pruned at once (the kept masks), so the target is met with the
-    same number of events, and every fade has finished by the end."""
+    plan counts it as pruned at once (the kept masks), every event stops at its goal,
+    the target is met, and every fade has finished by the end."""
     model = _model()
     table = _table(model)
     low, high = table.range_ms()
