@@ -227,3 +227,61 @@ def test_in_run_measurement_prefers_the_twin_anchored_one():
     assert frontier.in_run_ms(run) == 11.08
     assert frontier.in_run_ms({"measured_latency_ms": 13.6}) == 13.6  # before the twin existed
     assert frontier.in_run_ms({}) is None
+
+
+def _point(label, ms, score, **extra):
+    return dict({"label": label, "family": "PaBT", "latency_ms": ms, "score_mean": score,
+                 "accuracy_mean": score}, **extra)  # fmt: skip
+
+
+def test_equal_latency_lines_interpolate_each_budget_family_at_the_target_points_latency():
+    points = [
+        _point("PaBT → BNN", 1.0, 0.70),
+        _point("PaBT budget 2", 2.0, 0.73),
+        _point("PaBT budget 1.7 (MAC-weighted)", 1.8, 0.71),
+        _point("PaBT latency 1.5× BNN", 1.5, 0.716, latency_target_x_bnn=1.5),
+        {"label": "ABC-Net 2/1", "family": "ABC-Net", "latency_ms": 1.5, "score_mean": 0.9, "accuracy_mean": 0.9},
+    ]
+    plain, mac = frontier.equal_latency_lines(points)
+    # Plain: halfway between the BNN (70 %) and budget 2 (73 %) is 71.5 %: +0.10 p.p.
+    assert "between PaBT → BNN and PaBT budget 2: 71.50 %, difference +0.10 p.p.: met" in plain
+    # MAC-weighted: the BNN and its own budget point only (not the plain budget 2):
+    # 70 + (0.5 / 0.8) * 1 = 70.625 %, so 71.6 - 70.625 = +0.975 p.p.
+    assert "(MAC-weighted) at the same latency, between PaBT → BNN and PaBT budget 1.7 (MAC-weighted)" in mac
+    assert "70.62 %, difference +0.98 p.p.: met" in mac
+    points[3]["score_mean"] = 0.712  # 0.30 p.p. below the plain interpolation
+    assert "difference -0.30 p.p.: NOT met (goal >= -0.2)" in frontier.equal_latency_lines(points)[0]
+    points[3]["latency_ms"] = 2.5  # beyond every budget point: no extrapolation
+    assert "outside that family's measured range (1.000–2.000 ms), not interpolated" in (
+        frontier.equal_latency_lines(points)[0])
+    # No latency-target point, or no budget point of a ranking: no line for it.
+    assert frontier.equal_latency_lines(points[:3]) == []
+    assert len(frontier.equal_latency_lines([points[0], points[1], points[3]])) == 1
+
+
+def test_rerender_rewrites_the_table_from_the_stored_measurement(tmp_path):
+    """`--rerender` re-judges a stored frontier.json (no models, no timing): the table gets
+    today's lines, the stored points and command are kept; a missing JSON is a usage error."""
+    point = dict(_point("PaBT → BNN", 1.0, 0.70), key="c:pabt", seeds=[3], latency_seeds=[3],
+                 accuracy_std=0.0, val_accuracy_mean=0.71, val_accuracy_std=0.0, mean_binary_convs=1.0,
+                 binary_macs=1e6, latency_vs_bnn=1.0, flatbuffer_bytes=2048, deployed_input_size=None)  # fmt: skip
+    target = dict(point, key="c:lat", label="PaBT latency 1.5× BNN", latency_ms=1.5, score_mean=0.72,
+                  accuracy_mean=0.72, latency_target_x_bnn=1.5, latency_vs_bnn_per_run=[1.52])  # fmt: skip
+    budget = dict(point, key="c:b2", label="PaBT budget 2", latency_ms=2.0, score_mean=0.72, accuracy_mean=0.72)
+    stored = {"points": [point, target, budget], "verdict": [], "command": "python -m experiments.frontier --threads 1"}
+    (tmp_path / "frontier.json").write_text(json.dumps(stored))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "experiments.frontier", "--rerender", "--output_dir", str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "frontier.md").read_text()
+    assert "1.013 of the target: met" in text
+    assert "between PaBT → BNN and PaBT budget 2: 71.00 %, difference +1.00 p.p.: met" in text
+    assert json.loads((tmp_path / "frontier.json").read_text())["command"] == stored["command"]
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-m", "experiments.frontier", "--rerender", "--output_dir", str(empty)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode != 0 and "--rerender needs" in out.stderr and "frontier.json" in out.stderr
+    assert not (empty / "frontier.md").exists()
