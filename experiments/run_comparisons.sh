@@ -200,7 +200,10 @@ cifar10_latency() {  # Issue 28: prune to 1.5x and 2x the PaBT BNN's measured LC
 cifar10_latency_tables() {  # Issue 28's chart: the latency-target and budget-matched points on
     # the frontier with ABC-Net 2/1, the PaBT BNN and PaBT budget 2, every flatbuffer timed in
     # the same interleaved rounds; frontier.md judges each run's latency against its target.
-    $PY -m experiments.frontier --output_dir $C10/latency/frontier --comparisons \
+    # 21 rounds x 10 runs (the default is 7 x 5): a CIFAR-10 flatbuffer runs in under 1 ms,
+    # so triple the rounds cost seconds and average out more of the machine's drift (the
+    # same CamVid flatbuffers moved ~3 % between two 7 x 5 measurements).
+    $PY -m experiments.frontier --output_dir $C10/latency/frontier --rounds 21 --repeats 10 --comparisons \
         $C10/compare/pabt,$C10/frontier/pabt_b2,$C10/frontier/abc_2x1,$C10/latency/pabt_lat1.5,$C10/latency/pabt_lat2,$C10/latency/pabt_matched1.5,$C10/latency/pabt_matched1.5_mac,$C10/latency/pabt_matched2,$C10/latency/pabt_matched2_mac
 }
 
